@@ -1,0 +1,350 @@
+/*
+ * natshttp.h - HTTP/1.1 carried over NATS.
+ *
+ * The whole public API of libnatshttp. The library speaks the wire format of
+ * the Go library nats-http ("v1", docs/protocol.md) in both roles:
+ *
+ *   client  (natshttp_client, natshttp_call): turns an HTTP request into NATS
+ *           messages on a subject and streams the response back;
+ *   server  (natshttp_server, natshttp_txn):  takes requests from a subject,
+ *           optionally in a queue group, and lets an application answer them.
+ *
+ * and, on top of those, the two daemons' engines: a file server
+ * (natshttp_files) and an HTTP gateway (natshttp_gateway).
+ *
+ * Threads. Each client and each server owns one dispatch thread. Every
+ * callback of a client or server runs on its dispatch thread, one at a time,
+ * so per-request state needs no lock of the application's own as long as it
+ * is only touched from callbacks. Functions documented as "any thread" may be
+ * called from elsewhere. nats.c's own threads (reader, flusher, one delivery
+ * thread per subscription) only hand messages over to the dispatch thread.
+ *
+ * Memory. Every object comes in a _new/_free pair; the out-pointer is the
+ * first argument and is written only on success; _free(NULL) does nothing.
+ * Options structs are copied when used, so the caller may free its copy.
+ */
+#ifndef NATSHTTP_H
+#define NATSHTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NATSHTTP_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------------ */
+/* Status                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* X(name, HTTP status the gateway answers with, text) */
+#define NATSHTTP_STATUS_MAP(X)                                                  \
+    X(OK, 200, "ok")                                                            \
+    X(NOMEM, 500, "out of memory")                                              \
+    X(INVALID, 500, "invalid argument")                                         \
+    X(BAD_REQUEST, 400, "malformed request")                                    \
+    X(BAD_PATH, 400, "path cannot be carried over NATS")                        \
+    X(BAD_METHOD, 501, "method not supported")                                  \
+    X(URI_TOO_LONG, 414, "URL too long for a NATS subject")                     \
+    X(HEAD_TOO_LARGE, 431, "header block too large")                            \
+    X(BODY_TOO_LARGE, 413, "body too large")                                    \
+    X(BAD_MESSAGE, 502, "malformed NATS message from peer")                     \
+    X(NO_RESPONDERS, 503, "no responders on the subject")                       \
+    X(TIMEOUT, 504, "no response in time")                                      \
+    X(PERMISSION, 403, "NATS permission denied")                                \
+    X(NATS, 503, "NATS connection error")                                       \
+    X(OVERRUN, 502, "peer sent more than the buffer limit")                     \
+    X(TRUNCATED, 502, "body ended early")                                       \
+    X(CANCELLED, 499, "cancelled")                                              \
+    X(AGAIN, 503, "not ready, try again")                                       \
+    X(CLOSED, 503, "closed")                                                    \
+    X(IO, 500, "I/O error")
+
+typedef enum natshttp_status {
+#define NATSHTTP_X_ENUM(name, http, text) NATSHTTP_##name,
+    NATSHTTP_STATUS_MAP(NATSHTTP_X_ENUM)
+#undef NATSHTTP_X_ENUM
+    NATSHTTP_STATUS_COUNT
+} natshttp_status;
+
+/* Static text of a status; never NULL. */
+const char *natshttp_status_text(natshttp_status s);
+/* The HTTP status code a gateway answers with when a request fails with s. */
+int natshttp_status_http(natshttp_status s);
+/* Converts a nats.c status into ours (the boundary with nats.c). */
+natshttp_status natshttp_status_from_nats(natsStatus s);
+
+/* ------------------------------------------------------------------------ */
+/* Logging                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum natshttp_log_level {
+    NATSHTTP_LOG_ERROR = 0,
+    NATSHTTP_LOG_WARN,
+    NATSHTTP_LOG_INFO,
+    NATSHTTP_LOG_DEBUG,
+} natshttp_log_level;
+
+/* Process-wide: lines at or below level go to stderr as
+ * "<RFC3339 UTC time> <level> <component>: <text>". Any thread. */
+void natshttp_log_set_level(natshttp_log_level level);
+void natshttp_log(natshttp_log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ------------------------------------------------------------------------ */
+/* Heads: method, path, query, status and an ordered list of header fields   */
+/* ------------------------------------------------------------------------ */
+
+/* One request or response head. Header fields keep their order and the case
+ * of their names; lookups ignore case; repeated names stay separate entries
+ * (never joined, never split on commas). Bounded: adding past max_bytes of
+ * names+values fails with NATSHTTP_HEAD_TOO_LARGE. */
+typedef struct natshttp_head natshttp_head;
+
+#define NATSHTTP_DEFAULT_MAX_HEAD (32 * 1024)
+
+natshttp_status natshttp_head_new(natshttp_head **out, size_t max_bytes);
+void natshttp_head_free(natshttp_head *h);
+
+/* Request line. path is the raw request path as sent by the HTTP client
+ * (percent-escapes untouched), starting with '/'; query is the raw query
+ * without '?', "" when absent. The strings are copied. */
+natshttp_status natshttp_head_set_request(natshttp_head *h, const char *method,
+                                          const char *path, const char *query);
+const char *natshttp_head_method(const natshttp_head *h);
+const char *natshttp_head_path(const natshttp_head *h);
+const char *natshttp_head_query(const natshttp_head *h);
+
+/* Status line. reason may be NULL (the standard phrase is used). */
+natshttp_status natshttp_head_set_status(natshttp_head *h, int status, const char *reason);
+int natshttp_head_status(const natshttp_head *h);
+const char *natshttp_head_reason(const natshttp_head *h);
+
+/* Appends a field; name and value are copied. Fails with BAD_REQUEST when the
+ * name is not an HTTP token or the value holds CR, LF or NUL. */
+natshttp_status natshttp_head_add(natshttp_head *h, const char *name, const char *value);
+natshttp_status natshttp_head_addn(natshttp_head *h, const char *name, size_t nlen,
+                                   const char *value, size_t vlen);
+/* Removes every field with this name (case-insensitive); returns how many. */
+int natshttp_head_remove(natshttp_head *h, const char *name);
+size_t natshttp_head_count(const natshttp_head *h);
+/* The i-th field, in order; pointers live until the head changes or is freed. */
+void natshttp_head_at(const natshttp_head *h, size_t i, const char **name, const char **value);
+/* Index of the next field named `name` at or after `from`, or -1. */
+long natshttp_head_find(const natshttp_head *h, const char *name, size_t from);
+/* First value of `name`, or NULL. */
+const char *natshttp_head_get(const natshttp_head *h, const char *name);
+
+/* Length of the body the head announces: Content-Length, or -1 when absent.
+ * Fails with BAD_REQUEST when Content-Length is not plain digits, or when
+ * several Content-Length values differ. */
+natshttp_status natshttp_head_content_length(const natshttp_head *h, int64_t *out);
+/* True when Transfer-Encoding names "chunked". */
+bool natshttp_head_is_chunked(const natshttp_head *h);
+
+/* Removes the hop-by-hop fields of RFC 9110 section 7.6.1: Connection and every
+ * field it names, Keep-Alive, Proxy-Connection, Proxy-Authenticate,
+ * Proxy-Authorization, TE, Trailer, Transfer-Encoding, Upgrade. */
+void natshttp_head_strip_hop_by_hop(natshttp_head *h);
+
+/* ------------------------------------------------------------------------ */
+/* Subjects                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Percent-decodes src[0..len) once into out (which must hold len+1 bytes;
+ * out is NUL-terminated). Malformed escapes are copied literally.
+ * Writes the decoded length to *out_len. */
+void natshttp_path_decode(const char *src, size_t len, char *out, size_t *out_len);
+
+/* The v1 ("compat") subject of a request: prefix, then every token of the
+ * decoded path (split on '/' and '.'), then the method. Bytes a subject token
+ * cannot carry are escaped as %XX (see docs/protocol.md); an empty token is
+ * written as "%". Fails with URI_TOO_LONG when more than cap-1 bytes would be
+ * needed. out is NUL-terminated. */
+natshttp_status natshttp_subject_compat(char *out, size_t cap, const char *prefix,
+                                        const char *method, const char *decoded_path,
+                                        size_t path_len);
+
+/* True for the nine methods the v1 format can carry. */
+bool natshttp_method_valid(const char *method);
+
+/* ------------------------------------------------------------------------ */
+/* Body chunks                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* A piece of a body, as received from NATS (no copy is made). */
+typedef struct natshttp_chunk natshttp_chunk;
+
+const uint8_t *natshttp_chunk_data(const natshttp_chunk *c);
+size_t natshttp_chunk_len(const natshttp_chunk *c);
+/* Any thread. */
+void natshttp_chunk_free(natshttp_chunk *c);
+
+/* ------------------------------------------------------------------------ */
+/* Client role                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct natshttp_client natshttp_client;
+typedef struct natshttp_call natshttp_call;
+
+typedef struct natshttp_client_options {
+    const char *subject;       /* the server's subject prefix, e.g. "demo" (required) */
+    int64_t timeout_ms;        /* first response deadline; 0 = 30000 */
+    size_t max_head;           /* response head bound; 0 = NATSHTTP_DEFAULT_MAX_HEAD */
+} natshttp_client_options;
+
+/* Callbacks of one call; all run on the client's dispatch thread. */
+typedef struct natshttp_call_callbacks {
+    /* The response head. The head is owned by the call and valid until on_end. */
+    void (*on_head)(void *ctx, natshttp_call *call, const natshttp_head *resp);
+    /* A piece of the response body, in order; ownership of chunk passes to the
+     * callee, which frees it with natshttp_chunk_free (on any thread). */
+    void (*on_body)(void *ctx, natshttp_call *call, natshttp_chunk *chunk);
+    /* The request body may be written now (natshttp_call_write returned AGAIN
+     * before). */
+    void (*on_writable)(void *ctx, natshttp_call *call);
+    /* Last callback, exactly once: OK when the whole response arrived;
+     * otherwise why it failed (NO_RESPONDERS, TIMEOUT, TRUNCATED, OVERRUN,
+     * BAD_MESSAGE, CANCELLED, ...). After it returns, the call is freed and
+     * ctx is never used again. */
+    void (*on_end)(void *ctx, natshttp_call *call, natshttp_status status);
+} natshttp_call_callbacks;
+
+/* Binds a client to a connection the caller keeps open for the client's life. */
+natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
+                                    const natshttp_client_options *opts);
+/* Cancels every call (each gets on_end(CANCELLED)), then frees. Not from a callback. */
+void natshttp_client_free(natshttp_client *c);
+
+/* Starts a call: publishes the request head (and, when body_len >= 0 and the
+ * whole request fits in one message, the body given in body/body_len).
+ *   body_len == -1: no body follows (GET and the like);
+ *   body_len >= 0 with body == NULL: a body of body_len bytes follows through
+ *                 natshttp_call_write;
+ *   body_len == -2: a body of unknown length follows (sent chunked).
+ * The head is not kept. Any thread. On success *out is the call; its callbacks
+ * may run before this function returns. */
+natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
+                                    const natshttp_head *req, int64_t body_len,
+                                    const void *body, const natshttp_call_callbacks *cb,
+                                    void *ctx);
+
+/* Writes request body bytes; *taken says how many were taken. Returns OK
+ * when all len bytes were taken, AGAIN when the call took fewer and cannot
+ * take more yet (on_writable follows), or an error. Any thread, but one
+ * writer at a time, and never after on_end has run. */
+natshttp_status natshttp_call_write(natshttp_call *call, const void *data, size_t len,
+                                    size_t *taken);
+/* Ends the request body. Any thread. */
+natshttp_status natshttp_call_end_body(natshttp_call *call);
+/* Abandons the call: on_end(CANCELLED) follows (unless on_end already ran or
+ * is running). Any thread. */
+void natshttp_call_cancel(natshttp_call *call);
+
+/* ------------------------------------------------------------------------ */
+/* Server role                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct natshttp_server natshttp_server;
+typedef struct natshttp_txn natshttp_txn;
+
+typedef struct natshttp_server_callbacks {
+    /* A request arrived. The head (method, decoded-once path via
+     * natshttp_txn_path, query, end-to-end fields) is valid until the txn is
+     * released. The application answers with natshttp_txn_respond. */
+    void (*on_request)(void *ctx, natshttp_txn *txn, const natshttp_head *req);
+    /* A piece of the request body; ownership passes to the callee. Optional:
+     * when NULL, the body is discarded. */
+    void (*on_body)(void *ctx, natshttp_txn *txn, natshttp_chunk *chunk);
+    /* End of the request body: OK when complete, else why it broke off.
+     * Runs for every request, also those without a body. Optional. */
+    void (*on_body_end)(void *ctx, natshttp_txn *txn, natshttp_status status);
+} natshttp_server_callbacks;
+
+typedef struct natshttp_server_options {
+    const char *subject;      /* prefix; the server subscribes to "<subject>.>" (required) */
+    const char *group;        /* queue group, or NULL */
+    size_t max_head;          /* request head bound; 0 = NATSHTTP_DEFAULT_MAX_HEAD */
+    int64_t body_timeout_ms;  /* a chunked request body that stalls this long is aborted; 0 = 30000 */
+} natshttp_server_options;
+
+natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
+                                    const natshttp_server_options *opts,
+                                    const natshttp_server_callbacks *cb, void *ctx);
+/* Stops taking requests and frees the server. Transactions the application
+ * still holds stay valid until it releases them. Not from a callback. */
+void natshttp_server_free(natshttp_server *s);
+
+/* The request path, percent-decoded once, NUL-terminated (it has no NUL). */
+const char *natshttp_txn_path(const natshttp_txn *t, size_t *len);
+/* The request path as the HTTP client sent it (escapes untouched) when the
+ * peer carried it, else the decoded path re-encoded. */
+const char *natshttp_txn_raw_path(const natshttp_txn *t);
+
+/* Sends the response head. content_length is the body length, or -1 when
+ * unknown (the body is then sent chunked). Exactly once per txn. Any thread. */
+natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64_t content_length);
+/* Sends body bytes (split into messages as the connection's max payload
+ * requires). Any thread, one writer at a time. */
+natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len);
+/* Ends the response and releases the application's hold on the txn. ok=false
+ * aborts it instead (the peer sees a truncated body). Any thread. */
+void natshttp_txn_finish(natshttp_txn *t, bool ok);
+/* Convenience: a complete response with a small body in one go, then finish. */
+natshttp_status natshttp_txn_reply(natshttp_txn *t, int status, const char *content_type,
+                                   const void *body, size_t len);
+/* Largest body piece natshttp_txn_write sends as one message. */
+size_t natshttp_txn_chunk_size(const natshttp_txn *t);
+
+/* ------------------------------------------------------------------------ */
+/* File server (nats-http serve --dir)                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct natshttp_files natshttp_files;
+
+typedef struct natshttp_files_options {
+    natshttp_server_options server;
+    const char *dir;         /* root directory (required) */
+    bool list;               /* HTML listings of directories without index.html */
+    int workers;             /* threads reading files; 0 = 2 */
+    size_t chunk_size;       /* bytes read and published per step; 0 = connection max payload */
+} natshttp_files_options;
+
+natshttp_status natshttp_files_new(natshttp_files **out, natsConnection *nc,
+                                   const natshttp_files_options *opts);
+void natshttp_files_free(natshttp_files *f);
+
+/* ------------------------------------------------------------------------ */
+/* Gateway (nats-http gateway)                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct natshttp_gateway natshttp_gateway;
+
+typedef struct natshttp_gateway_options {
+    natshttp_client_options client;
+    const char *listen_addr;   /* IPv4/IPv6 literal; NULL = 127.0.0.1 */
+    uint16_t listen_port;      /* 0 = pick a free port */
+    int threads;               /* HTTP threads; 0 = 1 */
+    size_t chunk_size;         /* request body bytes per NATS message; 0 = 128 KiB */
+    unsigned idle_timeout_s;   /* idle keep-alive connection timeout; 0 = 60 */
+    unsigned max_connections;  /* 0 = 1024 */
+    size_t max_buffer;         /* response bytes one request may hold unsent to its HTTP
+                                  client before it is aborted (v1 has no flow control);
+                                  0 = 64 MiB */
+} natshttp_gateway_options;
+
+natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
+                                     const natshttp_gateway_options *opts);
+/* The port the gateway listens on (useful with listen_port 0). */
+uint16_t natshttp_gateway_port(const natshttp_gateway *g);
+void natshttp_gateway_free(natshttp_gateway *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NATSHTTP_H */

@@ -1,0 +1,108 @@
+/* gateway.c - nats-http gateway: an HTTP listener in front of a NATS subject. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct gateway_cfg {
+    cli_common common;
+    const char *listen, *subject;
+    long long timeout, threads, max_buffer, idle_timeout, max_connections;
+} gateway_cfg;
+
+static const cli_opt gateway_opts[] = {
+    {"listen", 'l', OPT_STR, "ADDR:PORT", "address to listen on; port 0 picks a free one", offsetof(gateway_cfg, listen), "127.0.0.1:8080"},
+    {"subject", 's', OPT_STR, "SUBJECT", "subject prefix to forward requests to (required)", offsetof(gateway_cfg, subject), NULL},
+    {"timeout", 't', OPT_INT, "SECONDS", "wait this long for the first response message, then 504", offsetof(gateway_cfg, timeout), "30"},
+    {"threads", 0, OPT_INT, "N", "HTTP threads", offsetof(gateway_cfg, threads), "1"},
+    {"max-buffer", 0, OPT_INT, "BYTES", "response bytes one request may hold for a slow client before it is aborted", offsetof(gateway_cfg, max_buffer), "67108864"},
+    {"idle-timeout", 0, OPT_INT, "SECONDS", "close idle keep-alive connections after this long", offsetof(gateway_cfg, idle_timeout), "60"},
+    {"max-connections", 0, OPT_INT, "N", "concurrent HTTP connections", offsetof(gateway_cfg, max_connections), "1024"},
+    CLI_COMMON_OPTS(gateway_cfg),
+};
+#define NOPTS (sizeof gateway_opts / sizeof gateway_opts[0])
+
+/* Splits "ADDR:PORT" or "[V6]:PORT" in place. */
+static int split_listen(char *s, const char **addr, unsigned *port)
+{
+    char *colon = strrchr(s, ':');
+    if (!colon)
+        return -1;
+    *colon = 0;
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (*end || colon[1] == 0 || p > 65535)
+        return -1;
+    if (s[0] == '[') {
+        size_t n = strlen(s);
+        if (n < 2 || s[n - 1] != ']')
+            return -1;
+        s[n - 1] = 0;
+        s++;
+    }
+    *addr = s;
+    *port = (unsigned)p;
+    return 0;
+}
+
+int cmd_gateway(int argc, char **argv)
+{
+    gateway_cfg cfg = {0};
+    cli_list rest = {0};
+    char *listen = NULL;
+    const char *addr = NULL;
+    unsigned port = 0;
+    int rc = cli_parse("gateway", gateway_opts, NOPTS, &cfg, argc, argv, &rest);
+    if (rc == 0 && cfg.common.help) {
+        cli_help(stdout, "gateway", "--subject S [--listen ADDR:PORT] [OPTIONS]",
+                 "Listens for HTTP/1.1 and forwards every request to the NATS subject S,\n"
+                 "streaming request and response bodies.",
+                 gateway_opts, NOPTS);
+        goto out;
+    }
+    if (rc == 0 && rest.n > 0)
+        rc = cli_usage_error("gateway", "unexpected argument '%s'", rest.items[0]);
+    if (rc == 0 && !cfg.subject)
+        rc = cli_usage_error("gateway", "--subject is required");
+    if (rc == 0) {
+        listen = strdup(cfg.listen);
+        if (!listen || split_listen(listen, &addr, &port) != 0)
+            rc = cli_usage_error("gateway", "--listen wants ADDR:PORT, not '%s'", cfg.listen);
+    }
+    if (rc != 0)
+        goto out;
+
+    cli_install_signals();
+    natsConnection *nc = cli_connect("gateway", &cfg.common);
+    if (!nc) {
+        rc = 1;
+        goto out;
+    }
+    natshttp_gateway *gw = NULL;
+    natshttp_gateway_options go = {
+        .client = {.subject = cfg.subject, .timeout_ms = cfg.timeout * 1000},
+        .listen_addr = addr,
+        .listen_port = (uint16_t)port,
+        .threads = (int)cfg.threads,
+        .max_buffer = (size_t)cfg.max_buffer,
+        .idle_timeout_s = (unsigned)cfg.idle_timeout,
+        .max_connections = (unsigned)cfg.max_connections,
+    };
+    natshttp_status st = natshttp_gateway_new(&gw, nc, &go);
+    if (st != NATSHTTP_OK) {
+        natshttp_log(NATSHTTP_LOG_ERROR, "gateway", "cannot start: %s", natshttp_status_text(st));
+        rc = 1;
+    } else {
+        bool v6 = strchr(addr, ':') != NULL;
+        natshttp_log(NATSHTTP_LOG_INFO, "gateway", "ready listening on http://%s%s%s:%u subject=%s",
+                     v6 ? "[" : "", addr, v6 ? "]" : "", natshttp_gateway_port(gw), cfg.subject);
+        cli_wait_for_signal();
+        natshttp_log(NATSHTTP_LOG_INFO, "gateway", "stopping");
+        natshttp_gateway_free(gw);
+    }
+    cli_disconnect(nc);
+out:
+    free(listen);
+    free(rest.items);
+    return rc;
+}

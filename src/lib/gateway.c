@@ -1,0 +1,573 @@
+/* gateway.c - HTTP/1.1 in (libmicrohttpd), natshttp calls out.
+ *
+ * DESIGN. libmicrohttpd owns the sockets and runs its handlers on its
+ * polling thread(s); natshttp_client runs the call callbacks on its dispatch
+ * thread. Each HTTP request has one gw_req, shared by the two and guarded by
+ * its mutex. Neither side ever waits for the other: when the HTTP side has
+ * nothing to do (no response head yet, no body bytes queued, the NATS side
+ * not ready for more upload), it suspends the connection, and the NATS side
+ * resumes it when that changes (MHD's own suspend/resume hook).
+ *
+ * A gw_req is held by the HTTP request (until MHD's completion callback) and
+ * by the call (until on_end); the last to let go frees it. */
+#include "internal.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define COMP "gateway"
+
+struct natshttp_gateway {
+    natshttp_client *client;
+    struct MHD_Daemon *mhd;
+    uint16_t port;
+    size_t max_buffer;
+    size_t max_head;
+    char *subject;
+};
+
+typedef struct qchunk {
+    natshttp_chunk *chunk;
+    struct qchunk *next;
+} qchunk;
+
+typedef struct gw_req {
+    natshttp_gateway *g;
+    struct MHD_Connection *conn;
+    pthread_mutex_t mu;
+    int refs;
+    char *target;              /* raw request-target */
+    char method[16];
+    int64_t t0;
+
+    natshttp_call *call;       /* NULL once on_end ran (or never started) */
+    bool started, body_expected, body_ended, suspended, writable;
+
+    natshttp_head *resp;       /* set by on_head */
+    bool head_ready, ended, response_queued;
+    natshttp_status end_status;
+    int error_status;          /* answer with an error instead of a response */
+    const char *error_text;
+
+    qchunk *qhead, *qtail;
+    size_t qoff, queued;
+    uint64_t bytes_out;
+} gw_req;
+
+/* ---- shared helpers ------------------------------------------------------------ */
+
+static void req_unref_locked(gw_req *r)
+{
+    bool last = --r->refs == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (!last)
+        return;
+    while (r->qhead) {
+        qchunk *q = r->qhead;
+        r->qhead = q->next;
+        natshttp_chunk_free(q->chunk);
+        free(q);
+    }
+    natshttp_head_free(r->resp);
+    free(r->target);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/* r->mu held. */
+static void wake(gw_req *r)
+{
+    if (r->suspended) {
+        r->suspended = false;
+        MHD_resume_connection(r->conn);
+    }
+}
+
+static void drop_queue(gw_req *r)
+{
+    while (r->qhead) {
+        qchunk *q = r->qhead;
+        r->qhead = q->next;
+        natshttp_chunk_free(q->chunk);
+        free(q);
+    }
+    r->qtail = NULL;
+    r->qoff = r->queued = 0;
+}
+
+/* ---- NATS side (client dispatch thread) --------------------------------------------- */
+
+static void on_head(void *ctx, natshttp_call *call, const natshttp_head *resp)
+{
+    gw_req *r = ctx;
+    natshttp_head *copy = NULL;
+    natshttp_status st = nh_head_clone(&copy, resp);
+    pthread_mutex_lock(&r->mu);
+    if (st == NATSHTTP_OK) {
+        r->resp = copy;
+        r->head_ready = true;
+    } else {
+        r->error_status = 500;
+        r->error_text = "natshttp gateway: out of memory\n";
+    }
+    wake(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void on_body(void *ctx, natshttp_call *call, natshttp_chunk *chunk)
+{
+    gw_req *r = ctx;
+    qchunk *q = malloc(sizeof *q);
+    pthread_mutex_lock(&r->mu);
+    if (!q || r->ended) {
+        pthread_mutex_unlock(&r->mu);
+        free(q);
+        natshttp_chunk_free(chunk);
+        return;
+    }
+    size_t len = natshttp_chunk_len(chunk);
+    if (r->queued + len > r->g->max_buffer) {
+        /* v1 has no flow control: a client slower than the server makes us
+         * choose between unbounded memory and this transfer. */
+        NH_LOG_W(COMP, "%s %s: HTTP client too slow, more than %zu bytes buffered; aborting",
+                 r->method, r->target, r->g->max_buffer);
+        pthread_mutex_unlock(&r->mu);
+        free(q);
+        natshttp_chunk_free(chunk);
+        natshttp_call_cancel(call);
+        pthread_mutex_lock(&r->mu);
+        r->end_status = NATSHTTP_OVERRUN;
+        r->ended = true;
+        drop_queue(r);
+        wake(r);
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    q->chunk = chunk;
+    q->next = NULL;
+    if (r->qtail)
+        r->qtail->next = q;
+    else
+        r->qhead = q;
+    r->qtail = q;
+    r->queued += len;
+    wake(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void on_writable(void *ctx, natshttp_call *call)
+{
+    gw_req *r = ctx;
+    pthread_mutex_lock(&r->mu);
+    r->writable = true;
+    wake(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void on_end(void *ctx, natshttp_call *call, natshttp_status st)
+{
+    gw_req *r = ctx;
+    pthread_mutex_lock(&r->mu);
+    r->call = NULL;
+    if (!r->ended) {
+        r->ended = true;
+        r->end_status = st;
+    }
+    if (!r->head_ready && !r->error_status && st != NATSHTTP_OK) {
+        r->error_status = natshttp_status_http(st);
+        r->error_text = natshttp_status_text(st);
+        if (st != NATSHTTP_CANCELLED)
+            NH_LOG_I(COMP, "%s %s: %s", r->method, r->target, natshttp_status_text(st));
+    } else if (st != NATSHTTP_OK && st != NATSHTTP_CANCELLED) {
+        NH_LOG_W(COMP, "%s %s: response broke off (%s); closing the connection", r->method,
+                 r->target, natshttp_status_text(st));
+    }
+    wake(r);
+    req_unref_locked(r);
+}
+
+static const natshttp_call_callbacks call_cb = {
+    .on_head = on_head, .on_body = on_body, .on_writable = on_writable, .on_end = on_end};
+
+/* ---- HTTP side (MHD threads) ------------------------------------------------------- */
+
+static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    gw_req *r = cls;
+    ssize_t n = 0;
+    pthread_mutex_lock(&r->mu);
+    while (r->qhead && (size_t)n < max) {
+        qchunk *q = r->qhead;
+        size_t avail = natshttp_chunk_len(q->chunk) - r->qoff;
+        size_t take = avail < max - (size_t)n ? avail : max - (size_t)n;
+        memcpy(buf + n, natshttp_chunk_data(q->chunk) + r->qoff, take);
+        n += (ssize_t)take;
+        r->qoff += take;
+        if (r->qoff == natshttp_chunk_len(q->chunk)) {
+            r->qhead = q->next;
+            if (!r->qhead)
+                r->qtail = NULL;
+            r->qoff = 0;
+            natshttp_chunk_free(q->chunk);
+            free(q);
+        }
+    }
+    r->queued -= (size_t)n;
+    r->bytes_out += (uint64_t)n;
+    if (n == 0) {
+        if (r->ended) {
+            n = r->end_status == NATSHTTP_OK ? MHD_CONTENT_READER_END_OF_STREAM
+                                             : MHD_CONTENT_READER_END_WITH_ERROR;
+        } else {
+            r->suspended = true;
+            MHD_suspend_connection(r->conn);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+static void free_body_cls(void *cls)
+{
+    gw_req *r = cls;
+    pthread_mutex_lock(&r->mu);
+    req_unref_locked(r);
+}
+
+static enum MHD_Result queue_error(struct MHD_Connection *conn, int status, const char *text)
+{
+    char body[256];
+    int n = snprintf(body, sizeof body, "natshttp gateway: %s\n", text);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
+    if (status == 503)
+        MHD_add_response_header(resp, "Retry-After", "1");
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* Builds and queues the MHD response for r; r->mu held. */
+static enum MHD_Result queue_response(gw_req *r)
+{
+    r->response_queued = true;
+    if (r->error_status)
+        return queue_error(r->conn, r->error_status, r->error_text);
+
+    natshttp_head *h = r->resp;
+    int status = natshttp_head_status(h);
+    int64_t cl = -1;
+    if (natshttp_head_content_length(h, &cl) != NATSHTTP_OK) {
+        NH_LOG_W(COMP, "%s %s: response has a malformed Content-Length", r->method, r->target);
+        return queue_error(r->conn, 502, "malformed Content-Length from the server");
+    }
+    natshttp_head_strip_hop_by_hop(h);
+    natshttp_head_remove(h, "Content-Length");
+
+    struct MHD_Response *resp;
+    bool no_body = strcmp(r->method, "HEAD") == 0 || status < 200 || status == 204 || status == 304;
+    if (no_body) {
+        /* MHD derives Content-Length from the size: keep the server's value for HEAD. */
+        uint64_t size = (strcmp(r->method, "HEAD") != 0 || cl < 0) ? 0 : (uint64_t)cl;
+        resp = size ? MHD_create_response_from_callback(size, 4096, read_body, r, free_body_cls)
+                    : MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        if (resp && size)
+            r->refs++;
+    } else {
+        uint64_t size = cl >= 0 ? (uint64_t)cl : MHD_SIZE_UNKNOWN;
+        resp = MHD_create_response_from_callback(size, 64 * 1024, read_body, r, free_body_cls);
+        if (resp)
+            r->refs++;
+    }
+    if (!resp)
+        return MHD_NO;
+    for (size_t i = 0; i < natshttp_head_count(h); i++) {
+        const char *n, *v;
+        natshttp_head_at(h, i, &n, &v);
+        if (MHD_add_response_header(resp, n, v) != MHD_YES)
+            NH_LOG_D(COMP, "header %s not passed on", n);
+    }
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+typedef struct head_build {
+    natshttp_head *h;
+    natshttp_status st;
+} head_build;
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      size_t key_size, const char *value, size_t value_size)
+{
+    head_build *b = cls;
+    if (b->st == NATSHTTP_OK)
+        b->st = natshttp_head_addn(b->h, key, key_size, value ? value : "", value ? value_size : 0);
+    return b->st == NATSHTTP_OK ? MHD_YES : MHD_NO;
+}
+
+/* First call for a request: build the head and start the call. */
+static enum MHD_Result begin(gw_req *r, const char *method)
+{
+    natshttp_gateway *g = r->g;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    r->t0 = nh_now_ms();
+    if (!natshttp_method_valid(method)) {
+        r->error_status = 501;
+        r->error_text = "method not supported";
+        return MHD_YES;
+    }
+
+    /* The raw target: path and query exactly as the client sent them. */
+    char *target = r->target;
+    char *hash = strchr(target, '#');
+    if (hash)
+        *hash = 0;
+    char *q = strchr(target, '?');
+    const char *query = "";
+    if (q) {
+        *q = 0;
+        query = q + 1;
+    }
+    if (target[0] != '/') {
+        r->error_status = 400;
+        r->error_text = "request-target must be an absolute path";
+        return MHD_YES;
+    }
+
+    head_build b = {NULL, natshttp_head_new(&b.h, g->max_head)};
+    if (b.st == NATSHTTP_OK)
+        b.st = natshttp_head_set_request(b.h, method, target, query);
+    if (b.st == NATSHTTP_OK)
+        MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, collect_header, &b);
+    if (q)
+        *q = '?';
+
+    int64_t cl = -1;
+    bool chunked = false;
+    if (b.st == NATSHTTP_OK)
+        b.st = natshttp_head_content_length(b.h, &cl);
+    if (b.st == NATSHTTP_OK) {
+        chunked = natshttp_head_is_chunked(b.h);
+        if (chunked && cl >= 0)
+            b.st = NATSHTTP_BAD_REQUEST;   /* both framings: refuse, never guess */
+    }
+    if (b.st == NATSHTTP_OK) {
+        natshttp_head_strip_hop_by_hop(b.h);
+        natshttp_head_remove(b.h, "Expect");
+        if (chunked)
+            natshttp_head_remove(b.h, "Content-Length");
+    }
+
+    natshttp_status st = b.st;
+    int64_t body_len = chunked ? -2 : cl > 0 ? cl : -1;
+    if (st == NATSHTTP_OK) {
+        r->refs++;   /* the call's hold */
+        st = natshttp_call_start(&r->call, g->client, b.h, body_len, NULL, &call_cb, r);
+        if (st != NATSHTTP_OK) {
+            r->refs--;
+            r->call = NULL;
+        }
+    }
+    natshttp_head_free(b.h);
+    if (st != NATSHTTP_OK) {
+        r->error_status = natshttp_status_http(st);
+        r->error_text = natshttp_status_text(st);
+        NH_LOG_I(COMP, "%s %s: refused: %s", method, r->target, r->error_text);
+        return MHD_YES;
+    }
+    r->body_expected = body_len != -1;
+    return MHD_YES;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version,
+                                 const char *upload_data, size_t *upload_data_size,
+                                 void **req_cls)
+{
+    gw_req *r = *req_cls;
+    enum MHD_Result ret = MHD_YES;
+    if (!r)
+        return MHD_NO;
+    pthread_mutex_lock(&r->mu);
+    if (!r->started) {
+        r->started = true;
+        r->conn = conn;
+        ret = begin(r, method);
+        pthread_mutex_unlock(&r->mu);
+        return ret;
+    }
+
+    if (*upload_data_size > 0) {
+        if (r->error_status || r->head_ready || !r->call) {
+            /* Answered already (refused, or an early response): drop the rest. */
+            *upload_data_size = 0;
+        } else {
+            size_t taken = 0;
+            natshttp_status st = natshttp_call_write(r->call, upload_data, *upload_data_size, &taken);
+            *upload_data_size -= taken;
+            if (st == NATSHTTP_AGAIN) {
+                if (r->writable) {
+                    r->writable = false;   /* became writable meanwhile: MHD calls again */
+                } else {
+                    r->suspended = true;
+                    MHD_suspend_connection(conn);
+                }
+            } else if (st != NATSHTTP_OK) {
+                r->error_status = natshttp_status_http(st);
+                r->error_text = natshttp_status_text(st);
+                *upload_data_size = 0;
+                if (r->call)
+                    natshttp_call_cancel(r->call);
+            }
+        }
+        pthread_mutex_unlock(&r->mu);
+        return MHD_YES;
+    }
+
+    /* The request is complete on the HTTP side. */
+    if (r->body_expected && !r->body_ended && r->call && !r->error_status) {
+        r->body_ended = true;
+        natshttp_status st = natshttp_call_end_body(r->call);
+        if (st != NATSHTTP_OK) {
+            r->error_status = natshttp_status_http(st);
+            r->error_text = natshttp_status_text(st);
+            natshttp_call_cancel(r->call);
+        }
+    }
+    if (r->error_status || r->head_ready) {
+        ret = queue_response(r);
+    } else {
+        r->suspended = true;
+        MHD_suspend_connection(conn);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ret;
+}
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    gw_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->target = strdup(uri);
+    if (!r->target) {
+        free(r);
+        return NULL;
+    }
+    r->g = cls;
+    r->refs = 1;
+    pthread_mutex_init(&r->mu, NULL);
+    return r;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    gw_req *r = *req_cls;
+    if (!r)
+        return;
+    *req_cls = NULL;
+    pthread_mutex_lock(&r->mu);
+    if (r->call)
+        natshttp_call_cancel(r->call);
+    r->ended = true;
+    r->suspended = false;   /* the connection is gone: nothing to resume */
+    int status = r->error_status ? r->error_status : r->resp ? natshttp_head_status(r->resp) : 0;
+    if (r->started)
+        NH_LOG_I(COMP, "access %s %s %d %" PRIu64 "B %" PRId64 "ms%s", r->method, r->target,
+                 status, r->bytes_out, nh_now_ms() - r->t0,
+                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
+    drop_queue(r);
+    req_unref_locked(r);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = 0;
+    NH_LOG_D("mhd", "%s", line);
+}
+
+natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
+                                     const natshttp_gateway_options *opts)
+{
+    if (!out || !nc || !opts)
+        return NATSHTTP_INVALID;
+    natshttp_gateway *g = calloc(1, sizeof *g);
+    if (!g)
+        return NATSHTTP_NOMEM;
+    g->max_buffer = opts->max_buffer ? opts->max_buffer : 64u * 1024 * 1024;
+    g->max_head = opts->client.max_head ? opts->client.max_head : NATSHTTP_DEFAULT_MAX_HEAD;
+    natshttp_status st = natshttp_client_new(&g->client, nc, &opts->client);
+    if (st != NATSHTTP_OK) {
+        free(g);
+        return st;
+    }
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    const char *addr = opts->listen_addr ? opts->listen_addr : "127.0.0.1";
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, addr, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons(opts->listen_port);
+    } else if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(opts->listen_port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        NH_LOG_E(COMP, "listen address %s is not an IP address", addr);
+        natshttp_gateway_free(g);
+        return NATSHTTP_INVALID;
+    }
+    unsigned threads = opts->threads > 1 ? (unsigned)opts->threads : 1;
+    g->mhd = MHD_start_daemon(
+        flags, opts->listen_port, NULL, NULL, on_access, g, MHD_OPTION_SOCK_ADDR, &ss,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, g, MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(opts->max_connections ? opts->max_connections : 1024),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(opts->idle_timeout_s ? opts->idle_timeout_s : 60),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(g->max_head + 16 * 1024),
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_THREAD_POOL_SIZE,
+        threads > 1 ? threads : 0u, MHD_OPTION_END);
+    if (!g->mhd) {
+        NH_LOG_E(COMP, "cannot listen on %s:%u", addr, (unsigned)opts->listen_port);
+        natshttp_gateway_free(g);
+        return NATSHTTP_IO;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    g->port = info ? info->port : opts->listen_port;
+    *out = g;
+    return NATSHTTP_OK;
+}
+
+uint16_t natshttp_gateway_port(const natshttp_gateway *g) { return g->port; }
+
+void natshttp_gateway_free(natshttp_gateway *g)
+{
+    if (!g)
+        return;
+    /* The client first: every call ends (resuming its connection), then MHD
+     * can stop without suspended connections left behind. */
+    natshttp_client_free(g->client);
+    if (g->mhd)
+        MHD_stop_daemon(g->mhd);
+    free(g->subject);
+    free(g);
+}

@@ -1,0 +1,107 @@
+/* internal.h - what the library's modules share and the public header does not show. */
+#ifndef NH_INTERNAL_H
+#define NH_INTERNAL_H
+
+#include "natshttp.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* Wire names (docs/protocol.md). */
+#define NH_HDR_PATH "X-Path"
+#define NH_HDR_QUERY "X-Query"
+#define NH_HDR_FRAGMENT "X-Fragment"
+#define NH_HDR_STATUS_CODE "X-Status-Code"
+#define NH_HDR_STATUS "X-Status"
+#define NH_HDR_RAW_PATH "Natshttp-Raw-Path"
+
+/* Room kept free in every message for the subject and reply, as the Go peer does. */
+#define NH_SUBJECT_ROOM 256
+
+#define NH_MAX_SUBJECT 4096
+
+#define NH_LOG_E(comp, ...) natshttp_log(NATSHTTP_LOG_ERROR, comp, __VA_ARGS__)
+#define NH_LOG_W(comp, ...) natshttp_log(NATSHTTP_LOG_WARN, comp, __VA_ARGS__)
+#define NH_LOG_I(comp, ...) natshttp_log(NATSHTTP_LOG_INFO, comp, __VA_ARGS__)
+#define NH_LOG_D(comp, ...) natshttp_log(NATSHTTP_LOG_DEBUG, comp, __VA_ARGS__)
+
+bool nh_log_enabled(natshttp_log_level level);
+
+/* ---- time ---- */
+int64_t nh_now_ms(void);
+
+/* ---- heads ---- */
+/* True when the header is one natshttp puts on the wire for itself (X-Path,
+ * X-Status, Natshttp-*): such fields never reach an application or an HTTP peer. */
+bool nh_is_wire_header(const char *name);
+bool nh_token_valid(const char *s, size_t len);
+const char *nh_reason_phrase(int status);
+
+natshttp_status nh_head_clone(natshttp_head **out, const natshttp_head *src);
+
+/* ---- chunks ---- */
+struct natshttp_chunk {
+    natsMsg *msg;            /* owner of the bytes, or NULL */
+    const uint8_t *data;
+    size_t len;
+};
+natshttp_chunk *nh_chunk_from_msg(natsMsg *msg);
+
+/* ---- v1 wire encoding (wire.c) ---- */
+
+/* Builds the first message of a request: subject, reply, headers, optional data. */
+natshttp_status nh_wire_request_msg(natsMsg **out, const char *prefix, const natshttp_head *req,
+                                    const char *reply, bool chunked, const void *data,
+                                    size_t len);
+/* Parses the first message of a request on a server whose prefix is `prefix`.
+ * Writes the head (method, path = decoded X-Path, query) and the raw path. */
+natshttp_status nh_wire_parse_request(natsMsg *msg, const char *prefix, natshttp_head *req,
+                                      char **raw_path, char **decoded_path, size_t *decoded_len);
+/* Builds the response head message (no data). */
+natshttp_status nh_wire_response_msg(natsMsg **out, const char *reply, const natshttp_head *resp,
+                                     int64_t content_length, bool chunked);
+/* Parses a response head. */
+natshttp_status nh_wire_parse_response(natsMsg *msg, natshttp_head *resp);
+/* Size of the encoded header block of msg (as the peer's size rule counts it). */
+size_t nh_wire_header_size(natsMsg *msg);
+/* The peer's rule: does the first message announce a body that follows in further messages? */
+natshttp_status nh_wire_request_is_chunked(natsMsg *msg, int64_t max_payload, bool *chunked);
+
+/* ---- a small FIFO of pointers, for handing work between threads ---- */
+typedef struct nh_queue {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    void **items;
+    size_t cap, head, len;
+    bool closed;
+} nh_queue;
+int nh_queue_init(nh_queue *q);
+void nh_queue_destroy(nh_queue *q);
+int nh_queue_push(nh_queue *q, void *item);
+/* Waits up to timeout_ms (-1 forever) for an item; NULL on timeout or when closed and empty. */
+void *nh_queue_pop(nh_queue *q, int64_t timeout_ms);
+void nh_queue_close(nh_queue *q);
+
+#endif
+
+/* ---- the id table shared by client and server: uint64 id -> object ---- */
+typedef struct nh_table {
+    void **slots;       /* open addressing; ids are never 0 */
+    uint64_t *ids;
+    size_t cap, len;
+} nh_table;
+int nh_table_put(nh_table *t, uint64_t id, void *obj);
+void *nh_table_get(const nh_table *t, uint64_t id);
+void *nh_table_del(nh_table *t, uint64_t id);
+void nh_table_free(nh_table *t);
+/* Parses the decimal id that ends a subject "<prefix>.<id>"; 0 when there is none. */
+uint64_t nh_subject_id(const char *subject);
+
+/* Tagged queue items: a natsMsg pointer, or a command (low bit set). */
+typedef struct nh_cmd {
+    int type;
+    uint64_t id;
+} nh_cmd;
+#define NH_IS_CMD(p) (((uintptr_t)(p)) & 1u)
+#define NH_CMD_PTR(p) ((nh_cmd *)(((uintptr_t)(p)) & ~(uintptr_t)1u))
+#define NH_CMD_TAG(c) ((void *)(((uintptr_t)(c)) | 1u))

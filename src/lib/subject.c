@@ -1,0 +1,106 @@
+/* subject.c - URL paths to NATS subjects.
+ *
+ * v1 ("compat") layout: <prefix>.<tokens of the path>.<METHOD>, the path split
+ * on '/' and '.'. A NATS subject token may not be empty and may not hold
+ * whitespace, '*' or '>' (nats-server rejects such a PUB, or reads it as a
+ * wildcard), so bytes a token cannot carry are written as %XX and an empty
+ * token as "%". '%' itself becomes %25, so the escaping is unambiguous. */
+#include "internal.h"
+
+#include <string.h>
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+void natshttp_path_decode(const char *src, size_t len, char *out, size_t *out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        int hi, lo;
+        if (src[i] == '%' && i + 2 < len && (hi = hexval((unsigned char)src[i + 1])) >= 0 &&
+            (lo = hexval((unsigned char)src[i + 2])) >= 0) {
+            out[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[o++] = src[i];
+        }
+    }
+    out[o] = 0;
+    *out_len = o;
+}
+
+/* Bytes a subject token carries as they are. */
+static bool token_byte_plain(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != '*' && c != '>' && c != '%' && c != '.';
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t cap, len;
+    bool overflow;
+} sbuf;
+
+static void put(sbuf *b, const char *s, size_t n)
+{
+    if (b->overflow || n > b->cap - 1 - b->len) {
+        b->overflow = true;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void put_token(sbuf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    put(b, ".", 1);
+    if (n == 0) {
+        put(b, "%", 1);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (token_byte_plain(c)) {
+            put(b, (const char *)&s[i], 1);
+        } else {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            put(b, e, 3);
+        }
+    }
+}
+
+natshttp_status natshttp_subject_compat(char *out, size_t cap, const char *prefix,
+                                        const char *method, const char *path, size_t len)
+{
+    if (!out || cap == 0 || !prefix || !*prefix || !path || len == 0 || path[0] != '/')
+        return NATSHTTP_INVALID;
+    if (!natshttp_method_valid(method))
+        return NATSHTTP_BAD_METHOD;
+    sbuf b = {out, cap, 0, false};
+    put(&b, prefix, strlen(prefix));
+    /* "/" contributes nothing; otherwise every '/' or '.' starts a new token. */
+    if (len > 1) {
+        size_t start = 1;
+        for (size_t i = 1; i <= len; i++) {
+            if (i == len || path[i] == '/' || path[i] == '.') {
+                put_token(&b, path + start, i - start);
+                start = i + 1;
+            }
+        }
+    }
+    put(&b, ".", 1);
+    put(&b, method, strlen(method));
+    if (b.overflow)
+        return NATSHTTP_URI_TOO_LONG;
+    out[b.len] = 0;
+    return NATSHTTP_OK;
+}
