@@ -50,6 +50,7 @@ extern "C" {
     X(BAD_REQUEST, 400, "malformed request")                                    \
     X(BAD_PATH, 400, "path cannot be carried over NATS")                        \
     X(BAD_METHOD, 501, "method not supported")                                  \
+    X(BAD_TRANSFER, 501, "transfer coding not supported")                       \
     X(URI_TOO_LONG, 414, "URL too long for a NATS subject")                     \
     X(HEAD_TOO_LARGE, 431, "header block too large")                            \
     X(BODY_TOO_LARGE, 413, "body too large")                                    \

@@ -22,6 +22,7 @@
 #include <strings.h>
 
 #define COMP "gateway"
+#define GW_MAX_FIELDS 100   /* header fields in one request */
 
 struct natshttp_gateway {
     natshttp_client *client;
@@ -54,6 +55,7 @@ typedef struct gw_req {
     natshttp_status end_status;
     int error_status;          /* answer with an error instead of a response */
     const char *error_text;
+    bool error_close;          /* and close: the request's framing cannot be trusted */
 
     qchunk *qhead, *qtail;
     size_t qoff, queued;
@@ -240,7 +242,8 @@ static void free_body_cls(void *cls)
     req_unref_locked(r);
 }
 
-static enum MHD_Result queue_error(struct MHD_Connection *conn, int status, const char *text)
+static enum MHD_Result queue_error(struct MHD_Connection *conn, int status, const char *text,
+                                   bool close)
 {
     char body[256];
     int n = snprintf(body, sizeof body, "natshttp gateway: %s\n", text);
@@ -251,6 +254,8 @@ static enum MHD_Result queue_error(struct MHD_Connection *conn, int status, cons
     MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
     if (status == 503)
         MHD_add_response_header(resp, "Retry-After", "1");
+    if (close)
+        MHD_add_response_header(resp, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -261,14 +266,14 @@ static enum MHD_Result queue_response(gw_req *r)
 {
     r->response_queued = true;
     if (r->error_status)
-        return queue_error(r->conn, r->error_status, r->error_text);
+        return queue_error(r->conn, r->error_status, r->error_text, r->error_close);
 
     natshttp_head *h = r->resp;
     int status = natshttp_head_status(h);
     int64_t cl = -1;
     if (natshttp_head_content_length(h, &cl) != NATSHTTP_OK) {
         NH_LOG_W(COMP, "%s %s: response has a malformed Content-Length", r->method, r->target);
-        return queue_error(r->conn, 502, "malformed Content-Length from the server");
+        return queue_error(r->conn, 502, "malformed Content-Length from the server", false);
     }
     natshttp_head_strip_hop_by_hop(h);
     natshttp_head_remove(h, "Content-Length");
@@ -354,11 +359,19 @@ static enum MHD_Result begin(gw_req *r, const char *method)
 
     int64_t cl = -1;
     bool chunked = false;
+    if (b.st == NATSHTTP_OK && natshttp_head_count(b.h) > GW_MAX_FIELDS)
+        b.st = NATSHTTP_HEAD_TOO_LARGE;
     if (b.st == NATSHTTP_OK)
         b.st = natshttp_head_content_length(b.h, &cl);
-    if (b.st == NATSHTTP_OK) {
-        chunked = natshttp_head_is_chunked(b.h);
-        if (chunked && cl >= 0)
+    if (b.st == NATSHTTP_OK && natshttp_head_find(b.h, "Transfer-Encoding", 0) >= 0) {
+        /* Only a lone "chunked" is a framing libmicrohttpd and we agree on. */
+        const char *te = natshttp_head_get(b.h, "Transfer-Encoding");
+        if (natshttp_head_find(b.h, "Transfer-Encoding", 1 + (size_t)natshttp_head_find(
+                                   b.h, "Transfer-Encoding", 0)) >= 0 ||
+            strcasecmp(te, "chunked") != 0)
+            b.st = NATSHTTP_BAD_TRANSFER;
+        chunked = true;
+        if (b.st == NATSHTTP_OK && cl >= 0)
             b.st = NATSHTTP_BAD_REQUEST;   /* both framings: refuse, never guess */
     }
     if (b.st == NATSHTTP_OK) {
@@ -382,6 +395,10 @@ static enum MHD_Result begin(gw_req *r, const char *method)
     if (st != NATSHTTP_OK) {
         r->error_status = natshttp_status_http(st);
         r->error_text = natshttp_status_text(st);
+        /* Refused before its body was read: that body must not be taken for
+         * the next request on the connection. */
+        r->error_close = st == NATSHTTP_BAD_REQUEST || st == NATSHTTP_BAD_TRANSFER ||
+                         st == NATSHTTP_HEAD_TOO_LARGE || cl > 0 || chunked;
         NH_LOG_I(COMP, "%s %s: refused: %s", method, r->target, r->error_text);
         return MHD_YES;
     }
@@ -403,6 +420,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->started = true;
         r->conn = conn;
         ret = begin(r, method);
+        if (r->error_status && r->error_close) {
+            /* Answer now: libmicrohttpd would otherwise read a body of unknown
+             * framing until the client gives up. */
+            ret = queue_response(r);
+            pthread_mutex_unlock(&r->mu);
+            return ret;
+        }
         pthread_mutex_unlock(&r->mu);
         return ret;
     }

@@ -226,7 +226,7 @@ natshttp_status nh_wire_parse_request(natsMsg *msg, const char *prefix, natshttp
     }
     st = natshttp_head_set_request(req, method, rawcopy, query ? query : "");
     if (st == NATSHTTP_OK)
-        st = copy_fields(msg, req, false);
+        st = copy_fields(msg, req, true);   /* framing is the library's business */
     if (st != NATSHTTP_OK)
         goto fail;
     *raw_path = rawcopy;
