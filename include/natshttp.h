@@ -178,7 +178,9 @@ bool natshttp_method_valid(const char *method);
 /* Body chunks                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* A piece of a body, as received from NATS (no copy is made). */
+/* A piece of a body, as received from NATS (no copy is made). Freeing it
+ * tells the flow control that its bytes were consumed: the peer may then
+ * send as many more, so a consumer that holds chunks slows its peer down. */
 typedef struct natshttp_chunk natshttp_chunk;
 
 const uint8_t *natshttp_chunk_data(const natshttp_chunk *c);
@@ -265,6 +267,10 @@ typedef struct natshttp_server_callbacks {
     /* End of the request body: OK when complete, else why it broke off.
      * Runs for every request, also those without a body. Optional. */
     void (*on_body_end)(void *ctx, natshttp_txn *txn, natshttp_status status);
+    /* A natshttp_txn_write that returned AGAIN may be retried now (the client
+     * granted more credit), or the client went away (the retry then returns
+     * CANCELLED). Optional; runs on the dispatch thread. */
+    void (*on_writable)(void *ctx, natshttp_txn *txn);
 } natshttp_server_callbacks;
 
 typedef struct natshttp_server_options {
@@ -291,8 +297,11 @@ const char *natshttp_txn_raw_path(const natshttp_txn *t);
  * unknown (the body is then sent chunked). Exactly once per txn. Any thread. */
 natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64_t content_length);
 /* Sends body bytes (split into messages as the connection's max payload
- * requires). Any thread, one writer at a time. */
-natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len);
+ * requires); *taken says how many were taken. Returns OK when all were,
+ * AGAIN when the client's flow-control window is full (on_writable follows
+ * when it opens), CANCELLED when the client went away, or another error.
+ * Any thread, one writer at a time. taken may be NULL. */
+natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len, size_t *taken);
 /* Ends the response and releases the application's hold on the txn. ok=false
  * aborts it instead (the peer sees a truncated body). Any thread. */
 void natshttp_txn_finish(natshttp_txn *t, bool ok);

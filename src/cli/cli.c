@@ -2,6 +2,8 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,8 +131,12 @@ void cli_help(FILE *f, const char *cmd, const char *synopsis, const char *about,
     }
 }
 
+static _Atomic bool closing;   /* our own Close: not worth a warning */
+
 static void on_disconnected(natsConnection *nc, void *closure)
 {
+    if (closing)
+        return;
     natshttp_log(NATSHTTP_LOG_WARN, closure, "disconnected from NATS");
 }
 
@@ -197,6 +203,7 @@ void cli_disconnect(natsConnection *nc)
     if (!nc)
         return;
     natsConnection_FlushTimeout(nc, 1000);
+    closing = true;
     natsConnection_Close(nc);
     natsConnection_Destroy(nc);
 }

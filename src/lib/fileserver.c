@@ -90,7 +90,7 @@ static bool start(natshttp_files *f, job *j)
         return false;
     }
     if (r->mem) {
-        st = natshttp_txn_write(j->txn, r->mem, r->mem_len);
+        st = natshttp_txn_write(j->txn, r->mem, r->mem_len, NULL);
         job_done(j, st == NATSHTTP_OK);
         return false;
     }
@@ -119,7 +119,7 @@ static bool step(natshttp_files *f, job *j, uint8_t *buf)
             job_done(j, false);
             return false;
         }
-        natshttp_status st = natshttp_txn_write(j->txn, buf, (size_t)n);
+        natshttp_status st = natshttp_txn_write(j->txn, buf, (size_t)n, NULL);
         if (st != NATSHTTP_OK) {
             NH_LOG_W(COMP, "sending %s failed: %s", natshttp_txn_raw_path(j->txn),
                      natshttp_status_text(st));

@@ -199,10 +199,11 @@ natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64
     return st;
 }
 
-natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len)
+natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len, size_t *taken)
 {
     natshttp_status st = NATSHTTP_OK;
     const uint8_t *p = data;
+    size_t done = 0;
     pthread_mutex_lock(&t->mu);
     if (t->resp_cl >= 0 && t->mode != R_NOBODY && t->sent + (int64_t)len > t->resp_cl) {
         st = NATSHTTP_BODY_TOO_LARGE;
@@ -210,6 +211,7 @@ natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len
     }
     switch (t->mode) {
     case R_NOBODY:
+        done = len;   /* a head-only response: the body is not sent */
         break;
     case R_SINGLE:
         if (!t->buf) {
@@ -219,26 +221,28 @@ natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len
         memcpy(t->buf + t->buf_len, p, len);
         t->buf_len += len;
         t->sent += (int64_t)len;
+        done = len;
         if (t->sent == t->resp_cl)
             st = publish_head(t, t->buf, t->buf_len);
         break;
     case R_CHUNKED:
-        while (len > 0 && st == NATSHTTP_OK) {
+        while (done < len && st == NATSHTTP_OK) {
             size_t room = natshttp_txn_chunk_size(t);
             if (!t->head_sent) {
                 size_t hs = head_wire_size(t);
                 room = room > hs + 1 ? room - hs : 1;
             }
-            size_t n = len < room ? len : room;
+            size_t n = len - done < room ? len - done : room;
             if (!t->head_sent) {
-                st = publish_head(t, p, n);
+                st = publish_head(t, p + done, n);
             } else {
-                natsStatus ns = natsConnection_Publish(t->nc, t->reply, p, (int)n);
+                natsStatus ns = natsConnection_Publish(t->nc, t->reply, p + done, (int)n);
                 st = natshttp_status_from_nats(ns);
             }
-            t->sent += (int64_t)n;
-            p += n;
-            len -= n;
+            if (st == NATSHTTP_OK) {
+                t->sent += (int64_t)n;
+                done += n;
+            }
         }
         break;
     default:
@@ -246,6 +250,8 @@ natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len
     }
 out:
     pthread_mutex_unlock(&t->mu);
+    if (taken)
+        *taken = done;
     return st;
 }
 
@@ -315,7 +321,7 @@ natshttp_status natshttp_txn_reply(natshttp_txn *t, int status, const char *cont
     if (st == NATSHTTP_OK)
         st = natshttp_txn_respond(t, h, (int64_t)len);
     if (st == NATSHTTP_OK && len > 0)
-        st = natshttp_txn_write(t, body, len);
+        st = natshttp_txn_write(t, body, len, NULL);
     natshttp_head_free(h);
     natshttp_txn_finish(t, st == NATSHTTP_OK);
     return st;

@@ -149,7 +149,7 @@ static void on_body_end(void *ctx, natshttp_txn *txn, natshttp_status st)
     snprintf(num, sizeof num, "%llu", (unsigned long long)e->len);
     natshttp_head_add(h, "X-Body-Length", num);
     natshttp_txn_respond(txn, h, (int64_t)len);
-    natshttp_txn_write(txn, buf, len);
+    natshttp_txn_write(txn, buf, len, NULL);
     natshttp_txn_finish(txn, true);
     natshttp_head_free(h);
     free(buf);
@@ -174,7 +174,7 @@ int main(int argc, char **argv)
     }
     natshttp_server *srv = NULL;
     natshttp_server_options so = {.subject = argv[2], .group = argc > 3 && *argv[3] ? argv[3] : NULL};
-    natshttp_server_callbacks cb = {on_request, on_body, on_body_end};
+    natshttp_server_callbacks cb = {.on_request = on_request, .on_body = on_body, .on_body_end = on_body_end};
     if (natshttp_server_new(&srv, nc, &so, &cb, NULL) != NATSHTTP_OK) {
         fprintf(stderr, "echo_responder: cannot subscribe\n");
         return 1;
