@@ -199,6 +199,11 @@ typedef struct natshttp_client_options {
     const char *subject;       /* the server's subject prefix, e.g. "demo" (required) */
     int64_t timeout_ms;        /* first response deadline; 0 = 30000 */
     size_t max_head;           /* response head bound; 0 = NATSHTTP_DEFAULT_MAX_HEAD */
+    int protocol;              /* 2 (default): announce v2 and use it when the server
+                                  answers in v2; 1: behave exactly as a v1 client */
+    int64_t window;            /* v2 flow-control window per body, bytes; 0 = 4 MiB */
+    int64_t idle_timeout_ms;   /* a body that makes no progress this long is aborted
+                                  (v2: also told to the server); 0 = 30000 */
 } natshttp_client_options;
 
 /* Callbacks of one call; all run on the client's dispatch thread. */
@@ -277,7 +282,10 @@ typedef struct natshttp_server_options {
     const char *subject;      /* prefix; the server subscribes to "<subject>.>" (required) */
     const char *group;        /* queue group, or NULL */
     size_t max_head;          /* request head bound; 0 = NATSHTTP_DEFAULT_MAX_HEAD */
-    int64_t body_timeout_ms;  /* a chunked request body that stalls this long is aborted; 0 = 30000 */
+    int protocol;             /* 2 (default): answer v2 clients in v2; 1: v1 only */
+    int64_t window;           /* v2 flow-control window per body, bytes; 0 = 4 MiB */
+    int64_t idle_timeout_ms;  /* a body (either way) that makes no progress this long
+                                 is aborted; 0 = 30000 */
 } natshttp_server_options;
 
 natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
@@ -310,6 +318,11 @@ natshttp_status natshttp_txn_reply(natshttp_txn *t, int status, const char *cont
                                    const void *body, size_t len);
 /* Largest body piece natshttp_txn_write sends as one message. */
 size_t natshttp_txn_chunk_size(const natshttp_txn *t);
+/* One pointer of the application's own per txn (e.g. its job), NULL at first. */
+void natshttp_txn_set_data(natshttp_txn *t, void *data);
+void *natshttp_txn_data(const natshttp_txn *t);
+/* True when the peer speaks v2 (flow control, integrity, cancellation). */
+bool natshttp_txn_is_v2(const natshttp_txn *t);
 
 /* ------------------------------------------------------------------------ */
 /* File server (nats-http serve --dir)                                       */
@@ -328,6 +341,44 @@ typedef struct natshttp_files_options {
 natshttp_status natshttp_files_new(natshttp_files **out, natsConnection *nc,
                                    const natshttp_files_options *opts);
 void natshttp_files_free(natshttp_files *f);
+
+/* ------------------------------------------------------------------------ */
+/* Upstream (nats-http serve --upstream)                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Forwards every request taken from the subject to an HTTP server through
+ * one libcurl multi handle, driven by one thread of its own; the server's
+ * dispatch thread only hands requests and body chunks over, so it never waits
+ * for the upstream. Method, raw path, raw query and end-to-end headers go to
+ * the upstream as the client sent them (hop-by-hop fields removed, a Via entry
+ * added); status, reason, headers and body come back the same way, streamed
+ * in both directions with curl paused while the other side cannot take more.
+ *
+ * Failures: connection refused or reset before a response -> 502; no response
+ * head within timeout_ms -> 504; the upstream breaking off after the head ->
+ * the response is aborted (the HTTP client sees a cut-off body). Each failure
+ * is one log line of component "upstream". */
+typedef struct natshttp_upstream natshttp_upstream;
+
+typedef struct natshttp_upstream_options {
+    natshttp_server_options server;
+    const char *url;          /* http://HOST[:PORT][/base] or https://...; a base path
+                                 is put in front of every request path (required) */
+    const char *host;         /* Host header the upstream sees; NULL = the client's */
+    int64_t timeout_ms;       /* connecting, and waiting for the response head (counted
+                                 while the upstream owes us something); also how long
+                                 a response body may stall; 0 = 30000 */
+    int max_conns;            /* connections to the upstream, reused (keep-alive); 0 = 16 */
+    size_t buffer_size;       /* curl's receive buffer per transfer; 0 = 64 KiB */
+} natshttp_upstream_options;
+
+/* Checks the options, starts the curl thread and subscribes. The caller keeps
+ * nc open for the upstream's life. */
+natshttp_status natshttp_upstream_new(natshttp_upstream **out, natsConnection *nc,
+                                      const natshttp_upstream_options *opts);
+/* Stops taking requests, aborts the transfers in flight (their HTTP clients
+ * see 502 or a cut-off body), joins the thread and frees. Not from a callback. */
+void natshttp_upstream_free(natshttp_upstream *u);
 
 /* ------------------------------------------------------------------------ */
 /* Gateway (nats-http gateway)                                               */

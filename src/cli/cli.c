@@ -208,6 +208,17 @@ void cli_disconnect(natsConnection *nc)
     natsConnection_Destroy(nc);
 }
 
+int cli_check_common(const char *cmd, const cli_common *c)
+{
+    if (c->protocol != 1 && c->protocol != 2)
+        return cli_usage_error(cmd, "--protocol is 1 or 2");
+    if (c->window < 1024)
+        return cli_usage_error(cmd, "--window must be at least 1024 bytes");
+    if (c->idle_timeout < 1)
+        return cli_usage_error(cmd, "--idle-timeout must be at least 1 second");
+    return 0;
+}
+
 static void on_signal(int sig)
 {
     if (cli_stop)

@@ -31,6 +31,7 @@ typedef struct cli_common {
     const char *server;
     const char *creds;
     const char *log_level;
+    long long protocol, window, idle_timeout;
     int help;
 } cli_common;
 
@@ -40,6 +41,11 @@ typedef struct cli_common {
     {"creds", 0, OPT_STR, "FILE", "NATS credentials file (JWT and NKey seed)",                \
      offsetof(type, common.creds), NULL},                                                      \
     {"log-level", 0, OPT_STR, "LEVEL", "error, warn, info or debug", offsetof(type, common.log_level), "info"}, \
+    {"protocol", 0, OPT_INT, "1|2", "2 speaks v2 with peers that do (flow control, integrity, cancellation); 1 is exactly v1", \
+     offsetof(type, common.protocol), "2"},                                                    \
+    {"window", 0, OPT_INT, "BYTES", "v2 flow-control window per body", offsetof(type, common.window), "4194304"}, \
+    {"idle-timeout", 0, OPT_INT, "SECONDS", "abort a body transfer that makes no progress this long", \
+     offsetof(type, common.idle_timeout), "30"},                                               \
     {"help", 'h', OPT_FLAG, NULL, "show this help and exit", offsetof(type, common.help), NULL}
 
 /* Parses argv into cfg per table. Positional arguments are returned in rest.
@@ -49,6 +55,9 @@ int cli_parse(const char *cmd, const cli_opt *table, size_t n, void *cfg, int ar
 void cli_help(FILE *f, const char *cmd, const char *synopsis, const char *about,
               const cli_opt *table, size_t n);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Checks the common options; prints a usage error and returns 2 when wrong. */
+int cli_check_common(const char *cmd, const cli_common *c);
 
 /* Applies --log-level and connects to NATS; logs and returns NULL on failure. */
 natsConnection *cli_connect(const char *cmd, const cli_common *c);

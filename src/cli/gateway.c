@@ -7,7 +7,7 @@
 typedef struct gateway_cfg {
     cli_common common;
     const char *listen, *subject;
-    long long timeout, threads, max_buffer, idle_timeout, max_connections;
+    long long timeout, threads, max_buffer, http_idle_timeout, max_connections;
 } gateway_cfg;
 
 static const cli_opt gateway_opts[] = {
@@ -16,7 +16,7 @@ static const cli_opt gateway_opts[] = {
     {"timeout", 't', OPT_INT, "SECONDS", "wait this long for the first response message, then 504", offsetof(gateway_cfg, timeout), "30"},
     {"threads", 0, OPT_INT, "N", "HTTP threads", offsetof(gateway_cfg, threads), "1"},
     {"max-buffer", 0, OPT_INT, "BYTES", "response bytes one request may hold for a slow client before it is aborted", offsetof(gateway_cfg, max_buffer), "67108864"},
-    {"idle-timeout", 0, OPT_INT, "SECONDS", "close idle keep-alive connections after this long", offsetof(gateway_cfg, idle_timeout), "60"},
+    {"http-idle-timeout", 0, OPT_INT, "SECONDS", "close idle keep-alive HTTP connections after this long", offsetof(gateway_cfg, http_idle_timeout), "60"},
     {"max-connections", 0, OPT_INT, "N", "concurrent HTTP connections", offsetof(gateway_cfg, max_connections), "1024"},
     CLI_COMMON_OPTS(gateway_cfg),
 };
@@ -60,6 +60,8 @@ int cmd_gateway(int argc, char **argv)
                  gateway_opts, NOPTS);
         goto out;
     }
+    if (rc == 0 && !cfg.common.help)
+        rc = cli_check_common("gateway", &cfg.common);
     if (rc == 0 && rest.n > 0)
         rc = cli_usage_error("gateway", "unexpected argument '%s'", rest.items[0]);
     if (rc == 0 && !cfg.subject)
@@ -80,12 +82,16 @@ int cmd_gateway(int argc, char **argv)
     }
     natshttp_gateway *gw = NULL;
     natshttp_gateway_options go = {
-        .client = {.subject = cfg.subject, .timeout_ms = cfg.timeout * 1000},
+        .client = {.subject = cfg.subject,
+                   .timeout_ms = cfg.timeout * 1000,
+                   .protocol = (int)cfg.common.protocol,
+                   .window = cfg.common.window,
+                   .idle_timeout_ms = cfg.common.idle_timeout * 1000},
         .listen_addr = addr,
         .listen_port = (uint16_t)port,
         .threads = (int)cfg.threads,
         .max_buffer = (size_t)cfg.max_buffer,
-        .idle_timeout_s = (unsigned)cfg.idle_timeout,
+        .idle_timeout_s = (unsigned)cfg.http_idle_timeout,
         .max_connections = (unsigned)cfg.max_connections,
     };
     natshttp_status st = natshttp_gateway_new(&gw, nc, &go);

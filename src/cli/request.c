@@ -131,6 +131,8 @@ int cmd_request(int argc, char **argv)
                  request_opts, NOPTS);
         goto out;
     }
+    if (rc == 0)
+        rc = cli_check_common("request", &cfg.common);
     if (rc == 0 && rest.n != 1)
         rc = cli_usage_error("request", rest.n ? "one URL expected" : "a nats+http:// URL is required");
     const char *url = rc == 0 ? rest.items[0] : "";
@@ -221,7 +223,11 @@ int cmd_request(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    natshttp_client_options co = {.subject = subject, .timeout_ms = cfg.timeout * 1000};
+    natshttp_client_options co = {.subject = subject,
+                                  .timeout_ms = cfg.timeout * 1000,
+                                  .protocol = (int)cfg.common.protocol,
+                                  .window = cfg.common.window,
+                                  .idle_timeout_ms = cfg.common.idle_timeout * 1000};
     st = natshttp_client_new(&client, nc, &co);
     natshttp_call *call = NULL;
     natshttp_call_callbacks cb = {on_head, on_body, on_writable, on_end};

@@ -32,6 +32,8 @@ int cmd_serve(int argc, char **argv)
                  serve_opts, NOPTS);
         goto out;
     }
+    if (rc == 0 && !cfg.common.help)
+        rc = cli_check_common("serve", &cfg.common);
     if (rc == 0 && rest.n > 0)
         rc = cli_usage_error("serve", "unexpected argument '%s'", rest.items[0]);
     if (rc == 0 && !cfg.subject)
@@ -49,7 +51,11 @@ int cmd_serve(int argc, char **argv)
     }
     natshttp_files *files = NULL;
     natshttp_files_options fo = {
-        .server = {.subject = cfg.subject, .group = cfg.group},
+        .server = {.subject = cfg.subject,
+                   .group = cfg.group,
+                   .protocol = (int)cfg.common.protocol,
+                   .window = cfg.common.window,
+                   .idle_timeout_ms = cfg.common.idle_timeout * 1000},
         .dir = cfg.dir,
         .list = cfg.list,
         .workers = (int)cfg.workers,

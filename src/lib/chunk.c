@@ -1,9 +1,10 @@
-/* chunk.c - body pieces handed to applications without copying the NATS message. */
+/* chunk.c - body pieces handed to applications without copying the NATS
+ * message; freeing one grants flow-control credit for it (flow.c). */
 #include "internal.h"
 
 #include <stdlib.h>
 
-natshttp_chunk *nh_chunk_from_msg(natsMsg *msg)
+natshttp_chunk *nh_chunk_from_msg(natsMsg *msg, nh_credit *credit)
 {
     natshttp_chunk *c = malloc(sizeof *c);
     if (!c)
@@ -11,6 +12,7 @@ natshttp_chunk *nh_chunk_from_msg(natsMsg *msg)
     c->msg = msg;
     c->data = (const uint8_t *)natsMsg_GetData(msg);
     c->len = (size_t)natsMsg_GetDataLength(msg);
+    c->credit = credit ? nh_credit_ref(credit) : NULL;
     return c;
 }
 
@@ -21,6 +23,10 @@ void natshttp_chunk_free(natshttp_chunk *c)
 {
     if (!c)
         return;
+    if (c->credit) {
+        nh_credit_consumed(c->credit, c->len, natsMsg_GetReply(c->msg));
+        nh_credit_unref(c->credit);
+    }
     natsMsg_Destroy(c->msg);
     free(c);
 }

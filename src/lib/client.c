@@ -1,18 +1,19 @@
 /* client.c - the client role: one HTTP request out as NATS messages, its
  * response back.
  *
- * DESIGN. A client owns one subscription, "<inbox>.*", and every call gets
- * the reply subject "<inbox>.<id>", so the number of subscriptions does not
- * grow with load. nats.c's delivery thread only pushes each message onto the
- * client's queue; the client's dispatch thread pops it, finds the call by id
- * and runs the call's receive state machine and callbacks. Timeouts are
- * checked by the same thread between messages, so all callbacks of a client
- * run on one thread.
+ * DESIGN. A client owns one subscription, "<inbox>.>", and every call gets
+ * the reply subject "<inbox>.<id>" (v2 credits for its upload arrive on
+ * "<inbox>.<id>.<seq>"), so the number of subscriptions does not grow with
+ * load. nats.c's delivery thread only pushes each message onto the client's
+ * queue; the client's dispatch thread pops it, finds the call by id and runs
+ * the call's receive state machine and callbacks. Timeouts are checked by
+ * the same thread between messages, so all callbacks of a client run on one
+ * thread.
  *
  * The sending side (first message, body chunks) runs on the caller's thread,
- * under the call's mutex: it only needs the handshake subject, which the
- * dispatch thread sets under the same mutex. Neither thread ever calls back
- * into the application while holding a lock of the library. */
+ * under the call's mutex: it needs only the handshake subject and the credit,
+ * which the dispatch thread updates under the same mutex. Neither thread ever
+ * calls back into the application while holding a lock of the library. */
 #include "internal.h"
 
 #include <inttypes.h>
@@ -26,7 +27,6 @@
 enum { CMD_CANCEL = 1, CMD_STOP };
 
 typedef enum tx_state {
-    TX_NONE,       /* no body: the first message went out at start */
     TX_COLLECT,    /* the body fits in one message: gathering it */
     TX_FIRST,      /* chunked: the first message waits for the first bytes */
     TX_HANDSHAKE,  /* chunked: waiting for the server's private subject */
@@ -53,13 +53,18 @@ struct natshttp_call {
     char *chunk_subject;
     bool pending_end, want_writable;
     int64_t max_payload;
+    bool tx_v2;              /* the server's handshake was v2: credit applies */
+    int64_t tx_allowed, tx_after_first, tx_total, tx_seq;
+    _Atomic int64_t last_tx; /* progress of the upload, for the idle check */
 
     /* receiving side, dispatch thread only */
-    _Atomic int64_t deadline; /* first response due; 0 = not yet published */
+    _Atomic int64_t deadline; /* first response due; 0 = request not fully sent */
     rx_state rx;
     natshttp_head *resp;
-    bool resp_no_body, is_head;
-    int64_t resp_cl, received, last_rx;
+    bool resp_no_body, is_head, v2;
+    int64_t resp_cl, received, last_rx, rx_seq;
+    nh_credit *credit;
+    char srv_ctl[128];       /* the server's subject for this request (v2), or "" */
 };
 
 struct natshttp_client {
@@ -73,14 +78,14 @@ struct natshttp_client {
     pthread_mutex_t mu;      /* guards calls and next_id */
     nh_table calls;
     uint64_t next_id;
-    int64_t timeout_ms;
+    int64_t timeout_ms, idle_ms, window;
     size_t max_head;
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     bool sub_done;
 };
 
-/* ---- sending side --------------------------------------------------------- */
+/* ---- sending side ----------------------------------------------------------- */
 
 static int64_t payload_room(const natshttp_call *call, size_t subject_len)
 {
@@ -88,21 +93,29 @@ static int64_t payload_room(const natshttp_call *call, size_t subject_len)
     return room < 1 ? 1 : room;
 }
 
+static int64_t announced_window(const natshttp_call *call)
+{
+    return call->c->window;   /* 0 in v1 mode: nothing is announced */
+}
+
 /* Publishes the first message with data; call->mu held. */
 static natshttp_status publish_first(natshttp_call *call, bool chunked, const void *data,
-                                     size_t len)
+                                     size_t len, bool last)
 {
     natsMsg *m = NULL;
     natshttp_status st = nh_wire_request_msg(&m, call->c->prefix, call->req, call->reply,
-                                             chunked, data, len);
+                                             chunked, announced_window(call), data, len);
     if (st != NATSHTTP_OK)
         return st;
-    /* Arm the deadline before the message can be answered. */
-    call->deadline = nh_now_ms() + call->c->timeout_ms;
+    call->last_tx = nh_now_ms();
+    if (last)   /* the whole request is out: the response is due */
+        call->deadline = nh_now_ms() + call->c->timeout_ms;
     natsStatus ns = natsConnection_PublishMsg(call->c->nc, m);
     natsMsg_Destroy(m);
     natshttp_head_free(call->req);
     call->req = NULL;
+    call->tx_total = (int64_t)len;
+    call->tx_seq = len > 0 ? 1 : 0;
     if (ns != NATS_OK) {
         NH_LOG_W(COMP, "publish of request %" PRIu64 " failed: %s", call->id,
                  natsStatus_GetText(ns));
@@ -111,23 +124,47 @@ static natshttp_status publish_first(natshttp_call *call, bool chunked, const vo
     return NATSHTTP_OK;
 }
 
+/* A body chunk to the server's private subject; call->mu held. */
 static natshttp_status publish_chunk(natshttp_call *call, const void *data, size_t len)
 {
-    natsStatus ns = natsConnection_Publish(call->c->nc, call->chunk_subject, data, (int)len);
+    char reply[128];
+    const char *r = NULL;
+    if (call->tx_v2) {
+        snprintf(reply, sizeof reply, "%s.%" PRId64, call->reply, call->tx_seq);
+        r = reply;
+    }
+    natsStatus ns = natsConnection_PublishRequest(call->c->nc, call->chunk_subject, r, data, (int)len);
+    call->tx_seq++;
+    call->tx_total += (int64_t)len;
+    call->tx_after_first += (int64_t)len;
+    call->last_tx = nh_now_ms();
     return natshttp_status_from_nats(ns);
+}
+
+/* The end of the request body; call->mu held. */
+static natshttp_status publish_end(natshttp_call *call)
+{
+    call->deadline = nh_now_ms() + call->c->timeout_ms;
+    if (!call->tx_v2) {
+        natsStatus ns = natsConnection_Publish(call->c->nc, call->chunk_subject, NULL, 0);
+        return natshttp_status_from_nats(ns);
+    }
+    char reply[128], num[24];
+    snprintf(reply, sizeof reply, "%s.%" PRId64, call->reply, call->tx_seq);
+    snprintf(num, sizeof num, "%" PRId64, call->tx_total);
+    return nh_publish_control(call->c->nc, call->chunk_subject, reply, NH_HDR_END, num);
 }
 
 static size_t first_room(natshttp_call *call)
 {
     natsMsg *m = NULL;
     size_t hdr = 0;
-    if (nh_wire_request_msg(&m, call->c->prefix, call->req, call->reply, true, NULL, 0) ==
-        NATSHTTP_OK) {
+    if (nh_wire_request_msg(&m, call->c->prefix, call->req, call->reply, true,
+                            announced_window(call), NULL, 0) == NATSHTTP_OK) {
         hdr = nh_wire_header_size(m) + strlen(natsMsg_GetSubject(m));
         natsMsg_Destroy(m);
     }
-    int64_t room = payload_room(call, hdr + strlen(call->reply));
-    return (size_t)room;
+    return (size_t)payload_room(call, hdr + strlen(call->reply));
 }
 
 natshttp_status natshttp_call_write(natshttp_call *call, const void *data, size_t len,
@@ -152,7 +189,7 @@ natshttp_status natshttp_call_write(natshttp_call *call, const void *data, size_
             size_t n = first_room(call);
             if (n > len)
                 n = len;
-            st = publish_first(call, call->body_len == -2, p, n);
+            st = publish_first(call, call->body_len == -2, p, n, false);
             p += n;
             len -= n;
             call->tx = TX_HANDSHAKE;
@@ -163,12 +200,22 @@ natshttp_status natshttp_call_write(natshttp_call *call, const void *data, size_
             st = NATSHTTP_AGAIN;
             break;
         case TX_STREAM: {
-            size_t n = (size_t)payload_room(call, strlen(call->chunk_subject));
-            if (n > len)
-                n = len;
-            st = publish_chunk(call, p, n);
+            int64_t n = payload_room(call, strlen(call->chunk_subject));
+            if (call->tx_v2) {
+                int64_t avail = call->tx_allowed - call->tx_after_first;
+                if (avail <= 0) {
+                    call->want_writable = true;
+                    st = NATSHTTP_AGAIN;
+                    break;
+                }
+                if (n > avail)
+                    n = avail;
+            }
+            if ((size_t)n > len)
+                n = (int64_t)len;
+            st = publish_chunk(call, p, (size_t)n);
             p += n;
-            len -= n;
+            len -= (size_t)n;
             break;
         }
         default:
@@ -191,7 +238,7 @@ natshttp_status natshttp_call_end_body(natshttp_call *call)
             st = NATSHTTP_TRUNCATED;
             break;
         }
-        st = publish_first(call, false, call->buf, call->buf_len);
+        st = publish_first(call, false, call->buf, call->buf_len, true);
         free(call->buf);
         call->buf = NULL;
         call->tx = TX_DONE;
@@ -199,7 +246,7 @@ natshttp_status natshttp_call_end_body(natshttp_call *call)
     case TX_FIRST:
         /* An empty chunked body: the first message carries no data, which a v1
          * peer reads as the end; the end marker still follows the handshake. */
-        st = publish_first(call, call->body_len == -2, NULL, 0);
+        st = publish_first(call, call->body_len == -2, NULL, 0, false);
         call->tx = TX_HANDSHAKE;
         call->pending_end = true;
         break;
@@ -207,7 +254,7 @@ natshttp_status natshttp_call_end_body(natshttp_call *call)
         call->pending_end = true;
         break;
     case TX_STREAM:
-        st = publish_chunk(call, NULL, 0);
+        st = publish_end(call);
         call->tx = TX_DONE;
         break;
     default:
@@ -217,7 +264,7 @@ natshttp_status natshttp_call_end_body(natshttp_call *call)
     return st;
 }
 
-/* ---- receiving side (dispatch thread) --------------------------------------- */
+/* ---- receiving side (dispatch thread) ------------------------------------------- */
 
 static void call_free(natshttp_call *call)
 {
@@ -225,6 +272,10 @@ static void call_free(natshttp_call *call)
     natshttp_head_free(call->resp);
     free(call->buf);
     free(call->chunk_subject);
+    if (call->credit) {
+        nh_credit_close(call->credit);
+        nh_credit_unref(call->credit);
+    }
     pthread_mutex_destroy(&call->mu);
     free(call);
 }
@@ -237,8 +288,12 @@ static void finish(natshttp_call *call, natshttp_status st)
     pthread_mutex_unlock(&c->mu);
     /* A sender still inside natshttp_call_write holds mu: wait it out. */
     pthread_mutex_lock(&call->mu);
+    bool upload_open = call->tx != TX_DONE;
     call->tx = TX_DONE;
     pthread_mutex_unlock(&call->mu);
+    /* v2: a server still sending, or still waiting for our upload, is told to stop. */
+    if (call->srv_ctl[0] && (st != NATSHTTP_OK || upload_open))
+        nh_publish_control(c->nc, call->srv_ctl, NULL, NH_HDR_CANCEL, natshttp_status_text(st));
     call->rx = RX_DONE;
     if (st != NATSHTTP_OK && st != NATSHTTP_CANCELLED)
         NH_LOG_D(COMP, "call %" PRIu64 " ended: %s", call->id, natshttp_status_text(st));
@@ -254,7 +309,7 @@ static void deliver(natshttp_call *call, natsMsg *msg)
         natsMsg_Destroy(msg);
         return;
     }
-    natshttp_chunk *ch = nh_chunk_from_msg(msg);
+    natshttp_chunk *ch = nh_chunk_from_msg(msg, call->credit);
     if (!ch) {
         natsMsg_Destroy(msg);
         finish(call, NATSHTTP_NOMEM);
@@ -264,19 +319,42 @@ static void deliver(natshttp_call *call, natsMsg *msg)
     call->cb.on_body(call->ctx, call, ch);
 }
 
+static void on_credit(natshttp_call *call, natsMsg *msg, int64_t n)
+{
+    bool writable;
+    pthread_mutex_lock(&call->mu);
+    call->tx_allowed += n;
+    call->last_tx = nh_now_ms();
+    writable = call->want_writable && call->tx == TX_STREAM;
+    if (writable)
+        call->want_writable = false;
+    pthread_mutex_unlock(&call->mu);
+    natsMsg_Destroy(msg);
+    if (writable && call->cb.on_writable)
+        call->cb.on_writable(call->ctx, call);
+}
+
 static void on_handshake(natshttp_call *call, natsMsg *msg)
 {
     bool writable;
     natshttp_status st = NATSHTTP_OK;
+    const char *ver = nh_msg_header(msg, NH_HDR_VERSION);
+    int64_t window = nh_parse_u63(nh_msg_header(msg, NH_HDR_WINDOW));
     pthread_mutex_lock(&call->mu);
     if (call->tx == TX_HANDSHAKE && !call->chunk_subject) {
         call->chunk_subject = strdup(natsMsg_GetReply(msg));
         if (!call->chunk_subject) {
             st = NATSHTTP_NOMEM;
         } else {
+            if (ver && strcmp(ver, "2") == 0 && window >= 0 && call->c->window > 0) {
+                call->tx_v2 = true;
+                call->tx_allowed = window;
+                snprintf(call->srv_ctl, sizeof call->srv_ctl, "%s", call->chunk_subject);
+            }
             call->tx = TX_STREAM;
+            call->last_tx = nh_now_ms();
             if (call->pending_end) {
-                st = publish_chunk(call, NULL, 0);
+                st = publish_end(call);
                 call->tx = TX_DONE;
             }
         }
@@ -305,15 +383,21 @@ static void on_head(natshttp_call *call, natsMsg *msg)
         finish(call, st == NATSHTTP_NOMEM ? st : NATSHTTP_BAD_MESSAGE);
         return;
     }
+    const char *ver = nh_msg_header(msg, NH_HDR_VERSION);
+    const char *reply = natsMsg_GetReply(msg);
+    call->v2 = call->c->window > 0 && ver && strcmp(ver, "2") == 0 && reply && *reply &&
+               strlen(reply) < sizeof call->srv_ctl;
+    if (call->v2)
+        snprintf(call->srv_ctl, sizeof call->srv_ctl, "%s", reply);
     int status = natshttp_head_status(call->resp);
     call->resp_no_body = call->is_head || status < 200 || status == 204 || status == 304;
 
     /* v1 framing: one message unless chunked or the whole would not fit. */
     bool chunked = false;
     if (!call->resp_no_body) {
-        const char *te = NULL;
-        natsMsgHeader_Get(msg, "Transfer-Encoding", &te);
-        int64_t size = (int64_t)strlen(natsMsg_GetSubject(msg)) + (int64_t)nh_wire_header_size(msg) +
+        const char *te = nh_msg_header(msg, "Transfer-Encoding");
+        int64_t size = (int64_t)strlen(natsMsg_GetSubject(msg)) +
+                       (int64_t)(reply ? strlen(reply) : 0) + (int64_t)nh_wire_header_size(msg) +
                        (call->resp_cl > 0 ? call->resp_cl : 0);
         chunked = (te && strcmp(te, "chunked") == 0) ||
                   size >= natsConnection_GetMaxPayload(call->c->nc);
@@ -321,7 +405,9 @@ static void on_head(natshttp_call *call, natsMsg *msg)
     call->deadline = 0;
     call->last_rx = nh_now_ms();
     int datalen = natsMsg_GetDataLength(msg);
-    bool single = !call->resp_no_body && (!chunked || datalen == 0);
+    /* v1: a chunked body whose first message has no data is empty. v2 says
+     * where a body ends explicitly. */
+    bool single = !call->resp_no_body && (!chunked || (datalen == 0 && !call->v2));
     /* A single message is whole or broken before anything is passed on, so a
      * broken one can still become an error status. */
     if (single && call->resp_cl >= 0 && datalen != call->resp_cl) {
@@ -331,6 +417,14 @@ static void on_head(natshttp_call *call, natsMsg *msg)
         finish(call, NATSHTTP_TRUNCATED);
         return;
     }
+    if (call->v2 && chunked) {
+        call->credit = nh_credit_new(call->c->nc, call->c->window, NULL);
+        if (!call->credit) {
+            natsMsg_Destroy(msg);
+            finish(call, NATSHTTP_NOMEM);
+            return;
+        }
+    }
     if (call->cb.on_head)
         call->cb.on_head(call->ctx, call, call->resp);
 
@@ -338,53 +432,80 @@ static void on_head(natshttp_call *call, natsMsg *msg)
         natsMsg_Destroy(msg);
         finish(call, NATSHTTP_OK);
     } else if (single) {
-        /* Chunked with an empty first piece is how a v1 peer sends an empty body. */
         deliver(call, msg);
         finish(call, NATSHTTP_OK);
     } else {
         call->rx = RX_BODY;
+        if (datalen > 0)
+            call->rx_seq = 1;   /* the head's data is piece 0 */
         deliver(call, msg);
     }
 }
 
-static void on_msg_for_call(natshttp_call *call, natsMsg *msg)
+/* The sequence number a v2 body message carries in its reply subject. */
+static int64_t msg_seq(const natshttp_call *call, natsMsg *msg)
 {
-    if (call->rx == RX_WAIT) {
-        if (natsMsg_IsNoResponders(msg)) {
+    const char *reply = natsMsg_GetReply(msg);
+    size_t n = strlen(call->srv_ctl);
+    if (!reply || strncmp(reply, call->srv_ctl, n) != 0 || reply[n] != '.')
+        return -1;
+    return nh_parse_u63(reply + n + 1);
+}
+
+static void on_body_msg(natshttp_call *call, natsMsg *msg)
+{
+    call->last_rx = nh_now_ms();
+    int len = natsMsg_GetDataLength(msg);
+    if (!call->v2) {
+        if (len == 0) {
             natsMsg_Destroy(msg);
-            finish(call, NATSHTTP_NO_RESPONDERS);
+            if (call->resp_cl >= 0 && call->received != call->resp_cl) {
+                NH_LOG_W(COMP, "call %" PRIu64 ": body ended at %" PRId64 " of %" PRId64 " bytes",
+                         call->id, call->received, call->resp_cl);
+                finish(call, NATSHTTP_TRUNCATED);
+            } else {
+                finish(call, NATSHTTP_OK);
+            }
             return;
         }
-        const char *code = NULL;
-        bool has_head = natsMsgHeader_Get(msg, NH_HDR_STATUS_CODE, &code) == NATS_OK;
-        const char *reply = natsMsg_GetReply(msg);
-        if (!has_head && reply && *reply && natsMsg_GetDataLength(msg) == 0) {
-            on_handshake(call, msg);
+    } else {
+        int64_t seq = msg_seq(call, msg);
+        const char *end = nh_msg_header(msg, NH_HDR_END);
+        const char *abort = nh_msg_header(msg, NH_HDR_ABORT);
+        if (abort) {
+            NH_LOG_W(COMP, "call %" PRIu64 ": the server aborted the body: %s", call->id, abort);
+            natsMsg_Destroy(msg);
+            finish(call, NATSHTTP_TRUNCATED);
             return;
         }
-        if (!has_head) {
-            NH_LOG_W(COMP, "call %" PRIu64 ": response without %s", call->id, NH_HDR_STATUS_CODE);
+        if (seq != call->rx_seq) {
+            NH_LOG_W(COMP, "call %" PRIu64 ": body piece %" PRId64 " where %" PRId64
+                     " was due (lost or repeated); aborted", call->id, seq, call->rx_seq);
+            natsMsg_Destroy(msg);
+            finish(call, NATSHTTP_TRUNCATED);
+            return;
+        }
+        call->rx_seq++;
+        if (end) {
+            int64_t total = nh_parse_u63(end);
+            natsMsg_Destroy(msg);
+            if (total != call->received || (call->resp_cl >= 0 && total != call->resp_cl)) {
+                NH_LOG_W(COMP, "call %" PRIu64 ": body of %" PRId64 " bytes, the server sent %s",
+                         call->id, call->received, end);
+                finish(call, NATSHTTP_TRUNCATED);
+            } else {
+                finish(call, NATSHTTP_OK);
+            }
+            return;
+        }
+        if (len == 0) {
+            NH_LOG_W(COMP, "call %" PRIu64 ": empty body piece without end; aborted", call->id);
             natsMsg_Destroy(msg);
             finish(call, NATSHTTP_BAD_MESSAGE);
             return;
         }
-        on_head(call, msg);
-        return;
     }
-    /* RX_BODY */
-    call->last_rx = nh_now_ms();
-    if (natsMsg_GetDataLength(msg) == 0) {
-        natsMsg_Destroy(msg);
-        if (call->resp_cl >= 0 && call->received != call->resp_cl) {
-            NH_LOG_W(COMP, "call %" PRIu64 ": body ended at %" PRId64 " of %" PRId64 " bytes",
-                     call->id, call->received, call->resp_cl);
-            finish(call, NATSHTTP_TRUNCATED);
-        } else {
-            finish(call, NATSHTTP_OK);
-        }
-        return;
-    }
-    if (call->resp_cl >= 0 && call->received + natsMsg_GetDataLength(msg) > call->resp_cl) {
+    if (call->resp_cl >= 0 && call->received + len > call->resp_cl) {
         natsMsg_Destroy(msg);
         NH_LOG_W(COMP, "call %" PRIu64 ": body longer than Content-Length %" PRId64, call->id,
                  call->resp_cl);
@@ -392,6 +513,43 @@ static void on_msg_for_call(natshttp_call *call, natsMsg *msg)
         return;
     }
     deliver(call, msg);
+}
+
+static void on_msg_for_call(natshttp_call *call, natsMsg *msg)
+{
+    const char *credit = nh_msg_header(msg, NH_HDR_CREDIT);
+    if (credit) {
+        int64_t n = nh_parse_u63(credit);
+        if (n < 0) {
+            natsMsg_Destroy(msg);
+            finish(call, NATSHTTP_BAD_MESSAGE);
+        } else {
+            on_credit(call, msg, n);
+        }
+        return;
+    }
+    if (call->rx == RX_BODY) {
+        on_body_msg(call, msg);
+        return;
+    }
+    if (natsMsg_IsNoResponders(msg)) {
+        natsMsg_Destroy(msg);
+        finish(call, NATSHTTP_NO_RESPONDERS);
+        return;
+    }
+    bool has_head = nh_msg_header(msg, NH_HDR_STATUS_CODE) != NULL;
+    const char *reply = natsMsg_GetReply(msg);
+    if (!has_head && reply && *reply && natsMsg_GetDataLength(msg) == 0) {
+        on_handshake(call, msg);
+        return;
+    }
+    if (!has_head) {
+        NH_LOG_W(COMP, "call %" PRIu64 ": response without %s", call->id, NH_HDR_STATUS_CODE);
+        natsMsg_Destroy(msg);
+        finish(call, NATSHTTP_BAD_MESSAGE);
+        return;
+    }
+    on_head(call, msg);
 }
 
 static void check_timeouts(natshttp_client *c, int64_t now)
@@ -408,7 +566,11 @@ static void check_timeouts(natshttp_client *c, int64_t now)
         if (call->rx == RX_WAIT && dl && now > dl) {
             why[n] = NATSHTTP_TIMEOUT;
             expired[n++] = call;
-        } else if (call->rx == RX_BODY && now - call->last_rx > c->timeout_ms) {
+        } else if (call->rx == RX_WAIT && !dl && call->last_tx &&
+                   now - call->last_tx > c->idle_ms) {
+            why[n] = NATSHTTP_TIMEOUT;   /* the upload made no progress */
+            expired[n++] = call;
+        } else if (call->rx == RX_BODY && now - call->last_rx > c->idle_ms) {
             why[n] = NATSHTTP_TRUNCATED;
             expired[n++] = call;
         }
@@ -421,9 +583,23 @@ static void check_timeouts(natshttp_client *c, int64_t now)
     }
 }
 
+/* A v2 message for a call that is gone: tell its sender to stop. */
+static void stray(natshttp_client *c, natsMsg *msg)
+{
+    const char *reply = natsMsg_GetReply(msg);
+    if (reply && *reply && nh_msg_header(msg, NH_HDR_CREDIT) == NULL &&
+        nh_msg_header(msg, NH_HDR_END) == NULL && nh_msg_header(msg, NH_HDR_ABORT) == NULL &&
+        natsMsg_GetDataLength(msg) > 0) {
+        /* Only body pieces: stop a sender that would otherwise fill our inbox. */
+        nh_publish_control(c->nc, reply, NULL, NH_HDR_CANCEL, "gone");
+    }
+    natsMsg_Destroy(msg);
+}
+
 static void *dispatch_main(void *arg)
 {
     natshttp_client *c = arg;
+    size_t base = strlen(c->inbox);
     int64_t last_scan = nh_now_ms();
     for (;;) {
         void *item = nh_queue_pop(&c->q, TICK_MS);
@@ -441,14 +617,18 @@ static void *dispatch_main(void *arg)
                 finish(call, NATSHTTP_CANCELLED);
         } else if (item) {
             natsMsg *msg = item;
-            uint64_t id = nh_subject_id(natsMsg_GetSubject(msg));
-            pthread_mutex_lock(&c->mu);
-            natshttp_call *call = nh_table_get(&c->calls, id);
-            pthread_mutex_unlock(&c->mu);
+            uint64_t id = 0;
+            int64_t seq = -1;
+            natshttp_call *call = NULL;
+            if (nh_parse_ids(natsMsg_GetSubject(msg), base, &id, &seq)) {
+                pthread_mutex_lock(&c->mu);
+                call = nh_table_get(&c->calls, id);
+                pthread_mutex_unlock(&c->mu);
+            }
             if (call)
                 on_msg_for_call(call, msg);
             else
-                natsMsg_Destroy(msg);   /* late or stray: the call is gone */
+                stray(c, msg);
         }
         int64_t now = nh_now_ms();
         if (now - last_scan >= TICK_MS) {
@@ -475,12 +655,14 @@ static void on_sub_complete(void *closure)
     pthread_mutex_unlock(&c->done_mu);
 }
 
-/* ---- public ----------------------------------------------------------------- */
+/* ---- public ---------------------------------------------------------------------- */
 
 natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
                                     const natshttp_client_options *opts)
 {
     if (!out || !nc || !opts || !opts->subject || !*opts->subject)
+        return NATSHTTP_INVALID;
+    if (opts->protocol != 0 && opts->protocol != 1 && opts->protocol != 2)
         return NATSHTTP_INVALID;
     natshttp_client *c = calloc(1, sizeof *c);
     if (!c)
@@ -491,6 +673,8 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
 
     c->nc = nc;
     c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 30000;
+    c->idle_ms = opts->idle_timeout_ms > 0 ? opts->idle_timeout_ms : NH_DEFAULT_IDLE_MS;
+    c->window = opts->protocol == 1 ? 0 : opts->window > 0 ? opts->window : NH_DEFAULT_WINDOW;
     c->max_head = opts->max_head ? opts->max_head : NATSHTTP_DEFAULT_MAX_HEAD;
     c->next_id = 1;
     pthread_mutex_init(&c->mu, NULL);
@@ -506,7 +690,7 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
     if (ns == NATS_OK) {
         snprintf(c->inbox, sizeof c->inbox, "%s", (const char *)inbox);
         natsInbox_Destroy(inbox);
-        snprintf(subj, sizeof subj, "%s.*", c->inbox);
+        snprintf(subj, sizeof subj, "%s.>", c->inbox);
         ns = natsConnection_Subscribe(&c->sub, nc, subj, on_nats_msg, c);
     }
     if (ns == NATS_OK)
@@ -518,7 +702,6 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
     if (st == NATSHTTP_OK && pthread_create(&c->thread, NULL, dispatch_main, c) != 0)
         st = NATSHTTP_NOMEM;
     if (st != NATSHTTP_OK) {
-        c->thread_started = false;
         natshttp_client_free(c);
         return st;
     }
@@ -562,9 +745,12 @@ void natshttp_client_free(natshttp_client *c)
         else
             natsMsg_Destroy(item);
     }
-    for (size_t i = 0; i < c->calls.cap; i++)
-        if (c->calls.ids[i])
+    for (size_t i = 0; i < c->calls.cap; i++) {
+        if (c->calls.ids[i]) {
             finish(c->calls.slots[i], NATSHTTP_CANCELLED);
+            i = (size_t)-1;   /* the table moved entries: rescan */
+        }
+    }
     nh_table_free(&c->calls);
     nh_queue_destroy(&c->q);
     pthread_mutex_destroy(&c->mu);
@@ -609,7 +795,7 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
     call->id = c->next_id++;
     pthread_mutex_unlock(&c->mu);
     snprintf(call->reply, sizeof call->reply, "%s.%" PRIu64, c->inbox, call->id);
-    st = nh_wire_request_msg(&probe, c->prefix, req, call->reply, body_len == -2, NULL, 0);
+    st = nh_wire_request_msg(&probe, c->prefix, req, call->reply, body_len == -2, c->window, NULL, 0);
     int64_t head_size = 0;
     if (st == NATSHTTP_OK) {
         head_size = (int64_t)(strlen(natsMsg_GetSubject(probe)) + strlen(call->reply) +
@@ -618,6 +804,8 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
         if (head_size + NH_SUBJECT_ROOM > call->max_payload)
             st = NATSHTTP_HEAD_TOO_LARGE;
     }
+    if (st == NATSHTTP_OK && body && body_len >= 0 && head_size + body_len > call->max_payload)
+        st = NATSHTTP_BODY_TOO_LARGE;   /* a body given here must fit one message */
     if (st == NATSHTTP_OK) {
         pthread_mutex_lock(&c->mu);
         if (nh_table_put(&c->calls, call->id, call) != 0)
@@ -632,7 +820,7 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
     pthread_mutex_lock(&call->mu);
     if (body_len == -1 || (body_len >= 0 && body)) {
         call->tx = TX_DONE;
-        st = publish_first(call, false, body, body_len > 0 ? (size_t)body_len : 0);
+        st = publish_first(call, false, body, body_len > 0 ? (size_t)body_len : 0, true);
     } else if (body_len >= 0 && head_size + body_len <= call->max_payload) {
         call->tx = TX_COLLECT;
         call->buf = malloc(body_len > 0 ? (size_t)body_len : 1);

@@ -737,6 +737,7 @@ static int nh_serve_file(nh_req *q, const char *rel, const struct stat *want)
         close(fd);
         q->out->status = 304;
         q->out->no_body = true;
+        q->out->length = (int64_t)st.st_size;   /* what a 200 would carry, as metadata */
         nh_req_hdr(q, "ETag", q->etag);
         if (have_lmod)
             nh_req_hdr(q, "Last-Modified", q->lmod);

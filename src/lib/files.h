@@ -72,8 +72,8 @@ typedef void (*nh_files_adder)(void *cls, const char *name, const char *value);
  * Exactly one body source is set when !no_body: `fd` (send `length` bytes
  * starting at `offset`, e.g. with pread or sendfile) or `mem` (send
  * `mem_len` == `length` bytes). When no_body is true (HEAD, 304) both fd == -1
- * and mem == NULL; `length` still equals the Content-Length header that was
- * emitted (0 for 304, which emits none).
+ * and mem == NULL; `length` is still the length a GET's 200 would have (for
+ * HEAD the emitted Content-Length; for 304 metadata the caller may repeat).
  * Use pread or sendfile with an explicit offset (the fd position is
  * unspecified). The file may shrink while it is sent: a short read means the
  * body must be cut off (never padded). An empty file gives fd >= 0 with length 0.

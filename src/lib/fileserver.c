@@ -17,12 +17,17 @@
 #define COMP "serve"
 #define STEPS_PER_TURN 4
 
+/* A job waiting for flow-control credit is parked; on_writable puts it back. */
+typedef enum job_state { JOB_RUNNING, JOB_PARKED, JOB_WOKEN } job_state;
+
 typedef struct job {
     natshttp_txn *txn;
     const natshttp_head *req;
     nh_files_reply reply;
     int64_t pos, end;
     bool started;
+    pthread_mutex_t mu;
+    job_state state;
 } job;
 
 struct natshttp_files {
@@ -48,9 +53,21 @@ static void add_header(void *cls, const char *name, const char *value)
 
 static void job_done(job *j, bool ok)
 {
+    natshttp_txn_set_data(j->txn, NULL);
     natshttp_txn_finish(j->txn, ok);
     nh_files_reply_release(&j->reply);
+    pthread_mutex_destroy(&j->mu);
     free(j);
+}
+
+/* After AGAIN: park, unless the wake-up came first. True when parked. */
+static bool park(job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    bool parked = j->state == JOB_RUNNING;
+    j->state = parked ? JOB_PARKED : JOB_RUNNING;
+    pthread_mutex_unlock(&j->mu);
+    return parked;
 }
 
 /* Decides the answer and sends its head; false when the job is over. */
@@ -73,7 +90,7 @@ static bool start(natshttp_files *f, job *j)
     }
     nh_files_reply *r = &j->reply;
     natshttp_head_set_status(resp, r->status, NULL);
-    int64_t cl = r->status == 304 ? -1 : r->mem ? (int64_t)r->mem_len : r->length;
+    int64_t cl = r->mem ? (int64_t)r->mem_len : r->length;
     natshttp_status st = natshttp_txn_respond(j->txn, resp, cl);
     natshttp_head_free(resp);
     if (r->status >= 400)
@@ -119,14 +136,23 @@ static bool step(natshttp_files *f, job *j, uint8_t *buf)
             job_done(j, false);
             return false;
         }
-        natshttp_status st = natshttp_txn_write(j->txn, buf, (size_t)n, NULL);
+        size_t taken = 0;
+        natshttp_status st = natshttp_txn_write(j->txn, buf, (size_t)n, &taken);
+        j->pos += (int64_t)taken;
+        if (st == NATSHTTP_AGAIN)
+            return !park(j);   /* the rest is read again when credit comes */
+        if (st == NATSHTTP_CANCELLED) {
+            NH_LOG_D(COMP, "%s: the client went away at %lld", natshttp_txn_raw_path(j->txn),
+                     (long long)j->pos);
+            job_done(j, false);
+            return false;
+        }
         if (st != NATSHTTP_OK) {
             NH_LOG_W(COMP, "sending %s failed: %s", natshttp_txn_raw_path(j->txn),
                      natshttp_status_text(st));
             job_done(j, false);
             return false;
         }
-        j->pos += n;
     }
     if (j->pos >= j->end) {
         job_done(j, true);
@@ -166,10 +192,26 @@ static void on_request(void *ctx, natshttp_txn *txn, const natshttp_head *req)
     j->txn = txn;
     j->req = req;
     j->reply.fd = -1;
+    pthread_mutex_init(&j->mu, NULL);
+    natshttp_txn_set_data(txn, j);
     if (nh_queue_push(&f->jobs, j) != 0) {
         free(j);
         natshttp_txn_finish(txn, false);
     }
+}
+
+static void on_writable(void *ctx, natshttp_txn *txn)
+{
+    natshttp_files *f = ctx;
+    job *j = natshttp_txn_data(txn);
+    if (!j)
+        return;
+    pthread_mutex_lock(&j->mu);
+    bool requeue = j->state == JOB_PARKED;
+    j->state = requeue ? JOB_RUNNING : JOB_WOKEN;
+    pthread_mutex_unlock(&j->mu);
+    if (requeue && nh_queue_push(&f->jobs, j) != 0)
+        job_done(j, false);
 }
 
 static void on_body(void *ctx, natshttp_txn *txn, natshttp_chunk *chunk)
@@ -209,7 +251,8 @@ natshttp_status natshttp_files_new(natshttp_files **out, natsConnection *nc,
     if (started < f->nworkers)
         st = NATSHTTP_NOMEM;
     if (st == NATSHTTP_OK) {
-        natshttp_server_callbacks cb = {.on_request = on_request, .on_body = on_body};
+        natshttp_server_callbacks cb = {
+            .on_request = on_request, .on_body = on_body, .on_writable = on_writable};
         st = natshttp_server_new(&f->srv, nc, &opts->server, &cb, f);
     }
     if (st != NATSHTTP_OK) {

@@ -282,7 +282,8 @@ static enum MHD_Result queue_response(gw_req *r)
     bool no_body = strcmp(r->method, "HEAD") == 0 || status < 200 || status == 204 || status == 304;
     if (no_body) {
         /* MHD derives Content-Length from the size: keep the server's value for HEAD. */
-        uint64_t size = (strcmp(r->method, "HEAD") != 0 || cl < 0) ? 0 : (uint64_t)cl;
+        bool keeps_length = strcmp(r->method, "HEAD") == 0 || status == 304;
+        uint64_t size = (!keeps_length || cl < 0) ? 0 : (uint64_t)cl;
         resp = size ? MHD_create_response_from_callback(size, 4096, read_body, r, free_body_cls)
                     : MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         if (resp && size)
@@ -342,6 +343,12 @@ static enum MHD_Result begin(gw_req *r, const char *method)
     if (q) {
         *q = 0;
         query = q + 1;
+    }
+    /* RFC 9112 3.2.2: the absolute form is accepted; its authority is not ours to route by. */
+    if (strncasecmp(target, "http://", 7) == 0 || strncasecmp(target, "https://", 8) == 0) {
+        char *p = strstr(target, "://") + 3;
+        p += strcspn(p, "/");
+        target = *p ? p : (char *)"/";
     }
     if (target[0] != '/') {
         r->error_status = 400;
@@ -567,7 +574,8 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(opts->max_connections ? opts->max_connections : 1024),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(opts->idle_timeout_s ? opts->idle_timeout_s : 60),
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(g->max_head + 16 * 1024),
+        /* room for the read buffer and the parsed head: the head limit is ours (431) */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(2 * g->max_head + 32 * 1024),
         MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_THREAD_POOL_SIZE,
         threads > 1 ? threads : 0u, MHD_OPTION_END);
     if (!g->mhd) {

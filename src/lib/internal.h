@@ -14,6 +14,17 @@
 #define NH_HDR_STATUS_CODE "X-Status-Code"
 #define NH_HDR_STATUS "X-Status"
 #define NH_HDR_RAW_PATH "Natshttp-Raw-Path"
+#define NH_HDR_EMPTY "Natshttp-Empty"
+/* v2 (docs/protocol.md, section 8) */
+#define NH_HDR_VERSION "Natshttp-Version"
+#define NH_HDR_WINDOW "Natshttp-Window"
+#define NH_HDR_CREDIT "Natshttp-Credit"
+#define NH_HDR_END "Natshttp-End"
+#define NH_HDR_ABORT "Natshttp-Abort"
+#define NH_HDR_CANCEL "Natshttp-Cancel"
+
+#define NH_DEFAULT_WINDOW (4 * 1024 * 1024)
+#define NH_DEFAULT_IDLE_MS 30000
 
 /* Room kept free in every message for the subject and reply, as the Go peer does. */
 #define NH_SUBJECT_ROOM 256
@@ -39,27 +50,49 @@ const char *nh_reason_phrase(int status);
 
 natshttp_status nh_head_clone(natshttp_head **out, const natshttp_head *src);
 
+/* ---- flow control (flow.c) ---- */
+typedef struct nh_credit nh_credit;
+nh_credit *nh_credit_new(natsConnection *nc, int64_t window, const char *ctl_reply);
+nh_credit *nh_credit_ref(nh_credit *c);
+void nh_credit_unref(nh_credit *c);
+/* No more credit is sent (the transfer ended). */
+void nh_credit_close(nh_credit *c);
+/* n bytes consumed; target is the reply subject of the chunk they came in. */
+void nh_credit_consumed(nh_credit *c, size_t n, const char *target);
+/* Publishes a data-less message with one control header. */
+natshttp_status nh_publish_control(natsConnection *nc, const char *subject, const char *reply,
+                                   const char *key, const char *value);
+/* Parses "<base>.<id>[.<seq>]" where base has `base_tokens` tokens. */
+bool nh_parse_ids(const char *subject, size_t base_len, uint64_t *id, int64_t *seq);
+
 /* ---- chunks ---- */
 struct natshttp_chunk {
-    natsMsg *msg;            /* owner of the bytes, or NULL */
+    natsMsg *msg;            /* owner of the bytes */
     const uint8_t *data;
     size_t len;
+    nh_credit *credit;       /* v2: where consuming it is reported, or NULL */
 };
-natshttp_chunk *nh_chunk_from_msg(natsMsg *msg);
+natshttp_chunk *nh_chunk_from_msg(natsMsg *msg, nh_credit *credit);
 
 /* ---- v1 wire encoding (wire.c) ---- */
 
 /* Builds the first message of a request: subject, reply, headers, optional data. */
+/* window > 0 announces v2 with that window for the response body. */
 natshttp_status nh_wire_request_msg(natsMsg **out, const char *prefix, const natshttp_head *req,
-                                    const char *reply, bool chunked, const void *data,
-                                    size_t len);
+                                    const char *reply, bool chunked, int64_t window,
+                                    const void *data, size_t len);
 /* Parses the first message of a request on a server whose prefix is `prefix`.
  * Writes the head (method, path = decoded X-Path, query) and the raw path. */
 natshttp_status nh_wire_parse_request(natsMsg *msg, const char *prefix, natshttp_head *req,
                                       char **raw_path, char **decoded_path, size_t *decoded_len);
-/* Builds the response head message (no data). */
-natshttp_status nh_wire_response_msg(natsMsg **out, const char *reply, const natshttp_head *resp,
-                                     int64_t content_length, bool chunked);
+/* Builds the response head message to `subject` (the request's reply). */
+natshttp_status nh_wire_response_msg(natsMsg **out, const char *subject, const char *reply,
+                                     const natshttp_head *resp, int64_t content_length,
+                                     bool chunked, bool v2, const void *data, size_t len);
+/* A header's value or NULL. */
+const char *nh_msg_header(natsMsg *msg, const char *key);
+/* A non-negative decimal, or -1. */
+int64_t nh_parse_u63(const char *s);
 /* Parses a response head. */
 natshttp_status nh_wire_parse_response(natsMsg *msg, natshttp_head *resp);
 /* Size of the encoded header block of msg (as the peer's size rule counts it). */

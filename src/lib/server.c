@@ -2,18 +2,20 @@
  * reply subjects.
  *
  * DESIGN. Two subscriptions: the request subject (in the queue group, when
- * one is set) and "<inbox>.*", this instance's private subject for chunked
- * request bodies: the handshake hands the client "<inbox>.<id>", so every
- * further chunk of that request reaches this instance and no other, without a
- * subscription per request. nats.c's delivery threads only push messages onto
- * the server's queue; its dispatch thread parses them, runs the application's
- * callbacks and checks body timeouts.
+ * one is set) and "<inbox>.>", this instance's private subject: the chunk
+ * handshake hands the client "<inbox>.<id>", so every further message of
+ * that request (body chunks; in v2 also credits and cancellation) reaches
+ * this instance and no other, without a subscription per request. nats.c's
+ * delivery threads only push messages onto the server's queue; its dispatch
+ * thread parses them, runs the application's callbacks and checks timeouts.
  *
- * A transaction (natshttp_txn) has two holders: the library, until the
- * request body has ended, and the application, until natshttp_txn_finish.
- * The response side may be driven from any thread; it uses only the
- * connection and the txn's own mutex, never the server, so a txn outlives
- * the server that made it. */
+ * A transaction (natshttp_txn) has two holders: the library, while the
+ * request body is arriving or (v2) the response is under way, and the
+ * application, until natshttp_txn_finish. The library's hold is membership
+ * of the core's table, which the dispatch thread and finishing threads share
+ * under the core's mutex. The core is reference-counted by the server and by
+ * every txn, so a txn may outlive its server. The response side may be
+ * driven from any thread, under the txn's own mutex. */
 #include "internal.h"
 
 #include <inttypes.h>
@@ -30,50 +32,61 @@ typedef enum resp_mode {
     R_NONE,      /* not answered yet */
     R_NOBODY,    /* head only: HEAD, 1xx, 204, 304 */
     R_SINGLE,    /* head and body in one message, body gathered first */
-    R_CHUNKED,   /* head with the first piece, then pieces, then an empty end */
+    R_CHUNKED,   /* head, pieces, end */
     R_DONE,
 } resp_mode;
 
+typedef struct nh_core {
+    _Atomic int refs;
+    pthread_mutex_t mu;
+    nh_table active;          /* id -> txn the library holds */
+} nh_core;
+
 struct natshttp_txn {
     _Atomic int refs;
+    nh_core *core;
     uint64_t id;
     natsConnection *nc;
-    char *reply;
+    char *reply;             /* the client's subject for this request */
+    char ctl[96];            /* our private subject for it: "<inbox>.<id>" */
     natshttp_head *req;
     char *raw_path, *path;
     size_t path_len;
-    bool is_head;
+    bool is_head, v2;
+    void *app_data;
+
+    /* library's hold, under core->mu */
+    bool in_table, body_open, resp_over;
 
     /* request body, dispatch thread only */
-    bool body_open;
-    int64_t body_last;
+    int64_t body_last, body_seq, body_received;
+    nh_credit *body_credit;
 
     /* response, under mu */
     pthread_mutex_t mu;
     resp_mode mode;
     natshttp_head *resp;
-    int64_t resp_cl, sent;
+    int64_t resp_cl, sent, allowed, seq, last_progress;
     uint8_t *buf;
     size_t buf_len;
-    bool head_sent;
+    bool head_sent, want_writable, cancelled;
     int64_t max_payload;
 };
 
 struct natshttp_server {
     natsConnection *nc;
+    nh_core *core;
     char *prefix;
     char inbox[64];
     natsSubscription *req_sub, *body_sub;
     nh_queue q;
     pthread_t thread;
     bool thread_started;
-    pthread_mutex_t mu;
-    nh_table open;            /* txns whose body is still arriving; dispatch thread */
     uint64_t next_id;
     natshttp_server_callbacks cb;
     void *ctx;
     size_t max_head;
-    int64_t body_timeout_ms;
+    int64_t idle_ms, window;
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     int subs_done;
@@ -81,10 +94,23 @@ struct natshttp_server {
 
 /* ---- transactions ------------------------------------------------------------ */
 
+static void core_unref(nh_core *core)
+{
+    if (--core->refs > 0)
+        return;
+    nh_table_free(&core->active);
+    pthread_mutex_destroy(&core->mu);
+    free(core);
+}
+
 static void txn_unref(natshttp_txn *t)
 {
     if (--t->refs > 0)
         return;
+    if (t->body_credit) {
+        nh_credit_close(t->body_credit);
+        nh_credit_unref(t->body_credit);
+    }
     natshttp_head_free(t->req);
     natshttp_head_free(t->resp);
     free(t->buf);
@@ -92,7 +118,35 @@ static void txn_unref(natshttp_txn *t)
     free(t->raw_path);
     free(t->path);
     pthread_mutex_destroy(&t->mu);
+    if (t->core)
+        core_unref(t->core);
     free(t);
+}
+
+/* Lets go of the library's hold once nothing more can arrive for t. */
+static void maybe_release(natshttp_txn *t)
+{
+    bool drop = false;
+    pthread_mutex_lock(&t->core->mu);
+    if (t->in_table && !t->body_open && (t->resp_over || !t->v2)) {
+        nh_table_del(&t->core->active, t->id);
+        t->in_table = false;
+        drop = true;
+    }
+    pthread_mutex_unlock(&t->core->mu);
+    if (drop)
+        txn_unref(t);
+}
+
+/* The txn with this id, with a reference for the caller, or NULL. */
+static natshttp_txn *lookup(nh_core *core, uint64_t id)
+{
+    pthread_mutex_lock(&core->mu);
+    natshttp_txn *t = nh_table_get(&core->active, id);
+    if (t)
+        t->refs++;
+    pthread_mutex_unlock(&core->mu);
+    return t;
 }
 
 const char *natshttp_txn_path(const natshttp_txn *t, size_t *len)
@@ -103,10 +157,14 @@ const char *natshttp_txn_path(const natshttp_txn *t, size_t *len)
 }
 
 const char *natshttp_txn_raw_path(const natshttp_txn *t) { return t->raw_path; }
+void natshttp_txn_set_data(natshttp_txn *t, void *data) { t->app_data = data; }
+void *natshttp_txn_data(const natshttp_txn *t) { return t->app_data; }
+bool natshttp_txn_is_v2(const natshttp_txn *t) { return t->v2; }
 
 size_t natshttp_txn_chunk_size(const natshttp_txn *t)
 {
-    int64_t room = t->max_payload - (int64_t)strlen(t->reply) - NH_SUBJECT_ROOM;
+    int64_t room = t->max_payload - (int64_t)strlen(t->reply) - (int64_t)strlen(t->ctl) - 24 -
+                   NH_SUBJECT_ROOM;
     return room < 1 ? 1 : (size_t)room;
 }
 
@@ -114,30 +172,8 @@ size_t natshttp_txn_chunk_size(const natshttp_txn *t)
 static natshttp_status publish_head(natshttp_txn *t, const void *data, size_t len)
 {
     natsMsg *m = NULL;
-    natshttp_status st = nh_wire_response_msg(&m, t->reply, t->resp, t->resp_cl,
-                                              t->mode == R_CHUNKED);
-    if (st == NATSHTTP_OK && len > 0) {
-        /* nats.c copies data at creation: build the message again with it. */
-        natsMsg *full = NULL;
-        natsStatus ns = natsMsg_Create(&full, t->reply, NULL, data, (int)len);
-        const char **keys = NULL;
-        int nkeys = 0;
-        if (ns == NATS_OK)
-            ns = natsMsgHeader_Keys(m, &keys, &nkeys);
-        for (int i = 0; ns == NATS_OK && i < nkeys; i++) {
-            const char **vals = NULL;
-            int nvals = 0;
-            ns = natsMsgHeader_Values(m, keys[i], &vals, &nvals);
-            for (int j = 0; ns == NATS_OK && j < nvals; j++)
-                ns = natsMsgHeader_Add(full, keys[i], vals[j]);
-            free((void *)vals);
-        }
-        free((void *)keys);
-        natsMsg_Destroy(m);
-        m = full;
-        if (ns != NATS_OK)
-            st = natshttp_status_from_nats(ns);
-    }
+    natshttp_status st = nh_wire_response_msg(&m, t->reply, t->v2 ? t->ctl : NULL, t->resp,
+                                              t->resp_cl, t->mode == R_CHUNKED, t->v2, data, len);
     if (st == NATSHTTP_OK) {
         natsStatus ns = natsConnection_PublishMsg(t->nc, m);
         if (ns != NATS_OK) {
@@ -148,15 +184,19 @@ static natshttp_status publish_head(natshttp_txn *t, const void *data, size_t le
     }
     natsMsg_Destroy(m);
     t->head_sent = true;
+    if (len > 0)
+        t->seq = 1;   /* the head's data is piece 0 */
     return st;
 }
 
+/* Size of the head as the peer's framing rule counts it (subject, reply, headers). */
 static size_t head_wire_size(natshttp_txn *t)
 {
     natsMsg *m = NULL;
     size_t size = 0;
-    if (nh_wire_response_msg(&m, t->reply, t->resp, t->resp_cl, t->resp_cl < 0) == NATSHTTP_OK) {
-        size = nh_wire_header_size(m) + strlen(t->reply);
+    if (nh_wire_response_msg(&m, t->reply, t->v2 ? t->ctl : NULL, t->resp, t->resp_cl,
+                             t->resp_cl < 0, t->v2, NULL, 0) == NATSHTTP_OK) {
+        size = nh_wire_header_size(m) + strlen(t->reply) + (t->v2 ? strlen(t->ctl) : 0);
         natsMsg_Destroy(m);
     }
     return size;
@@ -168,7 +208,7 @@ natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64
     pthread_mutex_lock(&t->mu);
     if (t->mode != R_NONE) {
         pthread_mutex_unlock(&t->mu);
-        return NATSHTTP_INVALID;
+        return t->cancelled ? NATSHTTP_CANCELLED : NATSHTTP_INVALID;
     }
     st = nh_head_clone(&t->resp, resp);
     if (st != NATSHTTP_OK) {
@@ -177,6 +217,7 @@ natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64
     }
     int status = natshttp_head_status(resp);
     t->resp_cl = cl;
+    t->last_progress = nh_now_ms();
     if (t->is_head || status < 200 || status == 204 || status == 304) {
         if (status == 204 || status < 200)
             t->resp_cl = -1;
@@ -185,7 +226,7 @@ natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64
     } else if (cl == 0) {
         t->mode = R_SINGLE;
         st = publish_head(t, NULL, 0);
-    } else if (cl > 0 && (int64_t)head_wire_size(t) + cl + NH_SUBJECT_ROOM < t->max_payload) {
+    } else if (cl > 0 && (int64_t)head_wire_size(t) + cl < t->max_payload - NH_SUBJECT_ROOM) {
         t->mode = R_SINGLE;
         t->buf = malloc((size_t)cl);
         if (!t->buf)
@@ -194,9 +235,26 @@ natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64
         t->mode = R_CHUNKED;
         if ((int64_t)head_wire_size(t) + NH_SUBJECT_ROOM >= t->max_payload)
             st = NATSHTTP_HEAD_TOO_LARGE;
+        else if (t->v2)
+            st = publish_head(t, NULL, 0);   /* v2 ends bodies explicitly: the head need not wait */
     }
     pthread_mutex_unlock(&t->mu);
     return st;
+}
+
+/* One body piece after the head; t->mu held. */
+static natshttp_status publish_piece(natshttp_txn *t, const void *data, size_t n)
+{
+    natsStatus ns;
+    if (t->v2) {
+        char reply[128];
+        snprintf(reply, sizeof reply, "%s.%" PRId64, t->ctl, t->seq);
+        ns = natsConnection_PublishRequest(t->nc, t->reply, reply, data, (int)n);
+    } else {
+        ns = natsConnection_Publish(t->nc, t->reply, data, (int)n);
+    }
+    t->seq++;
+    return natshttp_status_from_nats(ns);
 }
 
 natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len, size_t *taken)
@@ -205,6 +263,10 @@ natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len
     const uint8_t *p = data;
     size_t done = 0;
     pthread_mutex_lock(&t->mu);
+    if (t->cancelled) {
+        st = NATSHTTP_CANCELLED;
+        goto out;
+    }
     if (t->resp_cl >= 0 && t->mode != R_NOBODY && t->sent + (int64_t)len > t->resp_cl) {
         st = NATSHTTP_BODY_TOO_LARGE;
         goto out;
@@ -233,15 +295,21 @@ natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len
                 room = room > hs + 1 ? room - hs : 1;
             }
             size_t n = len - done < room ? len - done : room;
-            if (!t->head_sent) {
-                st = publish_head(t, p + done, n);
-            } else {
-                natsStatus ns = natsConnection_Publish(t->nc, t->reply, p + done, (int)n);
-                st = natshttp_status_from_nats(ns);
+            if (t->v2) {
+                int64_t avail = t->allowed - t->sent;
+                if (avail <= 0) {
+                    t->want_writable = true;
+                    st = NATSHTTP_AGAIN;
+                    break;
+                }
+                if ((int64_t)n > avail)
+                    n = (size_t)avail;
             }
+            st = t->head_sent ? publish_piece(t, p + done, n) : publish_head(t, p + done, n);
             if (st == NATSHTTP_OK) {
                 t->sent += (int64_t)n;
                 done += n;
+                t->last_progress = nh_now_ms();
             }
         }
         break;
@@ -270,29 +338,41 @@ static void publish_error(natshttp_txn *t, int status, const char *text)
     publish_head(t, text, strlen(text));
 }
 
+/* Ends a v2 body: t->mu held. */
+static void publish_v2_end(natshttp_txn *t, const char *key, const char *value)
+{
+    char reply[128];
+    snprintf(reply, sizeof reply, "%s.%" PRId64, t->ctl, t->seq);
+    nh_publish_control(t->nc, t->reply, reply, key, value);
+}
+
 void natshttp_txn_finish(natshttp_txn *t, bool ok)
 {
     if (!t)
         return;
     pthread_mutex_lock(&t->mu);
-    switch (t->mode) {
-    case R_NONE:
+    if (t->cancelled) {
+        /* the client is gone (or told to be): nothing more to send */
+    } else if (t->mode == R_NONE) {
         publish_error(t, ok ? 500 : 502, ok ? "the server sent no response\n"
                                             : "the server failed before responding\n");
-        break;
-    case R_SINGLE:
-        if (!t->head_sent) {
-            /* Short of Content-Length: the peer sees the mismatch and fails it. */
-            publish_head(t, t->buf, t->buf_len);
-        }
-        break;
-    case R_CHUNKED:
-        if (!t->head_sent) {
-            if (ok || t->resp_cl > 0)
-                publish_head(t, NULL, 0);   /* empty body, or visibly short of its length */
-            else
-                publish_error(t, 502, "the server failed before the body\n");
-        } else if (ok && (t->resp_cl < 0 || t->sent == t->resp_cl)) {
+    } else if (t->mode == R_SINGLE && !t->head_sent) {
+        /* Short of Content-Length: the peer sees the mismatch and fails it. */
+        publish_head(t, t->buf, t->buf_len);
+    } else if (t->mode == R_CHUNKED && t->v2) {
+        char num[24];
+        snprintf(num, sizeof num, "%" PRId64, t->sent);
+        if (ok && (t->resp_cl < 0 || t->sent == t->resp_cl))
+            publish_v2_end(t, NH_HDR_END, num);
+        else
+            publish_v2_end(t, NH_HDR_ABORT, "the server failed mid-body");
+    } else if (t->mode == R_CHUNKED && !t->head_sent) {
+        if (ok || t->resp_cl > 0)
+            publish_head(t, NULL, 0);   /* empty body, or visibly short of its length */
+        else
+            publish_error(t, 502, "the server failed before the body\n");
+    } else if (t->mode == R_CHUNKED) {
+        if (ok && (t->resp_cl < 0 || t->sent == t->resp_cl)) {
             natsConnection_Publish(t->nc, t->reply, NULL, 0);
         } else {
             /* v1 has no abort message: the client sees the body stop (and a
@@ -300,12 +380,13 @@ void natshttp_txn_finish(natshttp_txn *t, bool ok)
             NH_LOG_I(COMP, "request %" PRIu64 ": response aborted after %" PRId64 " bytes", t->id,
                      t->sent);
         }
-        break;
-    default:
-        break;
     }
     t->mode = R_DONE;
     pthread_mutex_unlock(&t->mu);
+    pthread_mutex_lock(&t->core->mu);
+    t->resp_over = true;
+    pthread_mutex_unlock(&t->core->mu);
+    maybe_release(t);
     txn_unref(t);
 }
 
@@ -331,22 +412,30 @@ natshttp_status natshttp_txn_reply(natshttp_txn *t, int status, const char *cont
 
 static void body_end(natshttp_server *s, natshttp_txn *t, natshttp_status st)
 {
-    if (t->body_open) {
-        t->body_open = false;
-        nh_table_del(&s->open, t->id);
-    }
+    pthread_mutex_lock(&t->core->mu);
+    bool was_open = t->body_open;
+    t->body_open = false;
+    pthread_mutex_unlock(&t->core->mu);
+    if (!was_open)
+        return;
+    if (t->body_credit)
+        nh_credit_close(t->body_credit);
     if (s->cb.on_body_end)
         s->cb.on_body_end(s->ctx, t, st);
-    txn_unref(t);
+    maybe_release(t);
 }
 
-static void body_piece(natshttp_server *s, natshttp_txn *t, natsMsg *msg)
+static void body_piece(natshttp_server *s, natshttp_txn *t, natsMsg *msg, nh_credit *credit)
 {
-    if (natsMsg_GetDataLength(msg) == 0 || !s->cb.on_body) {
+    int len = natsMsg_GetDataLength(msg);
+    t->body_received += len;
+    if (len == 0 || !s->cb.on_body) {
+        if (credit && len > 0)
+            nh_credit_consumed(credit, (size_t)len, natsMsg_GetReply(msg));
         natsMsg_Destroy(msg);
         return;
     }
-    natshttp_chunk *ch = nh_chunk_from_msg(msg);
+    natshttp_chunk *ch = nh_chunk_from_msg(msg, credit);
     if (!ch) {
         natsMsg_Destroy(msg);
         return;
@@ -354,11 +443,57 @@ static void body_piece(natshttp_server *s, natshttp_txn *t, natsMsg *msg)
     s->cb.on_body(s->ctx, t, ch);
 }
 
-static void handshake(natshttp_server *s, natsMsg *msg, uint64_t id)
+/* Tells a parked writer to look again (more credit, or cancelled). */
+static void wake_writer(natshttp_server *s, natshttp_txn *t)
+{
+    pthread_mutex_lock(&t->mu);
+    bool wake = t->want_writable;
+    t->want_writable = false;
+    pthread_mutex_unlock(&t->mu);
+    if (wake && s->cb.on_writable)
+        s->cb.on_writable(s->ctx, t);
+}
+
+static void cancel_txn(natshttp_server *s, natshttp_txn *t, const char *why)
+{
+    pthread_mutex_lock(&t->mu);
+    bool first = !t->cancelled;
+    t->cancelled = true;
+    if (t->mode != R_DONE) {
+        t->want_writable = true;   /* whoever waits must learn it */
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (first)
+        NH_LOG_D(COMP, "request %" PRIu64 ": cancelled (%s)", t->id, why);
+    body_end(s, t, NATSHTTP_CANCELLED);
+    wake_writer(s, t);
+    maybe_release(t);
+}
+
+static void handshake(natshttp_server *s, natsMsg *msg, natshttp_txn *t)
 {
     char subj[96];
-    snprintf(subj, sizeof subj, "%s.%" PRIu64, s->inbox, id);
-    natsConnection_PublishRequest(s->nc, natsMsg_GetReply(msg), subj, NULL, 0);
+    if (!t) {
+        /* a v1 client waits for it; id 0 drops whatever follows */
+        snprintf(subj, sizeof subj, "%s.0", s->inbox);
+        natsConnection_PublishRequest(s->nc, natsMsg_GetReply(msg), subj, NULL, 0);
+        return;
+    }
+    if (!t->v2) {
+        natsConnection_PublishRequest(s->nc, natsMsg_GetReply(msg), t->ctl, NULL, 0);
+        return;
+    }
+    natsMsg *m = NULL;
+    char num[24];
+    snprintf(num, sizeof num, "%" PRId64, s->window);
+    natsStatus ns = natsMsg_Create(&m, natsMsg_GetReply(msg), t->ctl, NULL, 0);
+    if (ns == NATS_OK)
+        ns = natsMsgHeader_Set(m, NH_HDR_VERSION, "2");
+    if (ns == NATS_OK)
+        ns = natsMsgHeader_Set(m, NH_HDR_WINDOW, num);
+    if (ns == NATS_OK)
+        natsConnection_PublishMsg(s->nc, m);
+    natsMsg_Destroy(m);
 }
 
 /* Answers a request that could not be parsed, straight from the dispatch thread. */
@@ -376,15 +511,13 @@ static void reject(natshttp_server *s, natsMsg *msg, natshttp_status why)
     if (nh_wire_request_is_chunked(msg, natsConnection_GetMaxPayload(s->nc), &chunked) ==
             NATSHTTP_OK &&
         chunked)
-        handshake(s, msg, 0);   /* a v1 client waits for it; id 0 drops its chunks */
+        handshake(s, msg, NULL);
     natshttp_txn tmp = {.nc = s->nc, .reply = (char *)reply, .mode = R_NONE};
     tmp.max_payload = natsConnection_GetMaxPayload(s->nc);
-    pthread_mutex_init(&tmp.mu, NULL);
     char text[160];
     snprintf(text, sizeof text, "natshttp: %s\n", natshttp_status_text(why));
     publish_error(&tmp, status, text);
     natshttp_head_free(tmp.resp);
-    pthread_mutex_destroy(&tmp.mu);
 }
 
 static void on_request(natshttp_server *s, natsMsg *msg)
@@ -399,11 +532,14 @@ static void on_request(natshttp_server *s, natsMsg *msg)
     natshttp_status st = t ? natshttp_head_new(&t->req, s->max_head) : NATSHTTP_NOMEM;
     if (st == NATSHTTP_OK) {
         pthread_mutex_init(&t->mu, NULL);
-        t->refs = 2;
+        t->refs = 2;   /* the application's and the dispatch thread's */
+        t->core = s->core;
+        s->core->refs++;
         t->nc = s->nc;
         t->id = ++s->next_id;
         t->resp_cl = -1;
         t->max_payload = natsConnection_GetMaxPayload(s->nc);
+        snprintf(t->ctl, sizeof t->ctl, "%s.%" PRIu64, s->inbox, t->id);
         t->reply = strdup(reply);
         st = t->reply ? nh_wire_parse_request(msg, s->prefix, t->req, &t->raw_path, &t->path,
                                               &t->path_len)
@@ -415,65 +551,159 @@ static void on_request(natshttp_server *s, natsMsg *msg)
     if (st != NATSHTTP_OK) {
         reject(s, msg, st);
         natsMsg_Destroy(msg);
-        if (t) {
-            if (t->req) {
-                t->refs = 1;
-                txn_unref(t);
-            } else {
-                free(t);
-            }
+        if (t && t->req) {
+            t->refs = 1;
+            txn_unref(t);
+        } else if (t) {
+            free(t);
         }
         return;
     }
     t->is_head = strcmp(natshttp_head_method(t->req), "HEAD") == 0;
-    NH_LOG_D(COMP, "request %" PRIu64 ": %s %s", t->id, natshttp_head_method(t->req), t->raw_path);
-
-    bool more = chunked && natsMsg_GetDataLength(msg) > 0;
-    if (chunked) {
-        handshake(s, msg, more ? t->id : 0);
-        if (more) {
-            t->body_open = true;
-            t->body_last = nh_now_ms();
-            if (nh_table_put(&s->open, t->id, t) != 0) {
-                t->body_open = false;
-                more = false;
-            }
-        }
+    if (s->window > 0) {
+        const char *ver = nh_msg_header(msg, NH_HDR_VERSION);
+        int64_t w = nh_parse_u63(nh_msg_header(msg, NH_HDR_WINDOW));
+        t->v2 = ver && strcmp(ver, "2") == 0 && w > 0;
+        t->allowed = w;
     }
+    NH_LOG_D(COMP, "request %" PRIu64 ": %s %s%s", t->id, natshttp_head_method(t->req),
+             t->raw_path, t->v2 ? " (v2)" : "");
+
+    int first_len = natsMsg_GetDataLength(msg);
+    /* v1: a chunked body whose first message has no data is empty; v2 ends it explicitly. */
+    bool more = chunked && (first_len > 0 || t->v2);
+    t->body_open = true;
+    t->body_last = nh_now_ms();
+    t->body_seq = first_len > 0 ? 1 : 0;
+    t->body_received = 0;
+    if (more && t->v2) {
+        t->body_credit = nh_credit_new(s->nc, s->window, t->ctl);
+        if (!t->body_credit)
+            more = false;
+    }
+    if (more || t->v2) {
+        pthread_mutex_lock(&s->core->mu);
+        if (nh_table_put(&s->core->active, t->id, t) == 0) {
+            t->in_table = true;
+            t->refs++;
+        } else {
+            more = false;
+        }
+        pthread_mutex_unlock(&s->core->mu);
+    }
+    if (chunked)
+        handshake(s, msg, t);
     if (s->cb.on_request)
         s->cb.on_request(s->ctx, t, t->req);
     else
         natshttp_txn_reply(t, 501, "text/plain", "no handler\n", 11);
-    body_piece(s, t, msg);
+    body_piece(s, t, msg, NULL);   /* the first message's data is not under credit */
     if (!more)
         body_end(s, t, NATSHTTP_OK);
+    txn_unref(t);   /* the dispatch thread's */
 }
 
-static void on_body_msg(natshttp_server *s, natsMsg *msg)
+/* A message on our private subject: a body piece, a credit or a cancel. */
+static void on_private_msg(natshttp_server *s, natsMsg *msg)
 {
-    natshttp_txn *t = nh_table_get(&s->open, nh_subject_id(natsMsg_GetSubject(msg)));
+    uint64_t id = 0;
+    int64_t seq = -1;
+    natshttp_txn *t = NULL;
+    if (nh_parse_ids(natsMsg_GetSubject(msg), strlen(s->inbox), &id, &seq))
+        t = lookup(s->core, id);
     if (!t) {
         natsMsg_Destroy(msg);
         return;
     }
-    t->body_last = nh_now_ms();
-    if (natsMsg_GetDataLength(msg) == 0) {
-        natsMsg_Destroy(msg);
-        body_end(s, t, NATSHTTP_OK);
-    } else {
-        body_piece(s, t, msg);
+    const char *credit = nh_msg_header(msg, NH_HDR_CREDIT);
+    const char *cancel = nh_msg_header(msg, NH_HDR_CANCEL);
+    if (cancel) {
+        cancel_txn(s, t, cancel);
+    } else if (credit) {
+        int64_t n = nh_parse_u63(credit);
+        pthread_mutex_lock(&t->mu);
+        if (n > 0)
+            t->allowed += n;
+        t->last_progress = nh_now_ms();
+        pthread_mutex_unlock(&t->mu);
+        wake_writer(s, t);
+    } else if (t->body_open) {
+        t->body_last = nh_now_ms();
+        int len = natsMsg_GetDataLength(msg);
+        if (!t->v2) {
+            if (len == 0) {
+                body_end(s, t, NATSHTTP_OK);
+            } else {
+                body_piece(s, t, msg, NULL);
+                msg = NULL;
+            }
+        } else {
+            /* the piece's number rides in its reply: "<client inbox>.<id>.<seq>" */
+            const char *reply = natsMsg_GetReply(msg);
+            const char *dot = reply ? strrchr(reply, '.') : NULL;
+            int64_t pseq = dot ? nh_parse_u63(dot + 1) : -1;
+            const char *end = nh_msg_header(msg, NH_HDR_END);
+            if (pseq != t->body_seq) {
+                NH_LOG_W(COMP, "request %" PRIu64 ": body piece %" PRId64 " where %" PRId64
+                         " was due (lost or repeated); aborted", t->id, pseq, t->body_seq);
+                body_end(s, t, NATSHTTP_TRUNCATED);
+            } else if (end) {
+                int64_t total = nh_parse_u63(end);
+                int64_t first = t->body_received;   /* all counted, the first included */
+                if (total != first) {
+                    NH_LOG_W(COMP, "request %" PRIu64 ": body of %" PRId64 " bytes, the client sent %s",
+                             t->id, first, end);
+                    body_end(s, t, NATSHTTP_TRUNCATED);
+                } else {
+                    body_end(s, t, NATSHTTP_OK);
+                }
+            } else if (len == 0) {
+                body_end(s, t, NATSHTTP_BAD_MESSAGE);
+            } else {
+                t->body_seq++;
+                body_piece(s, t, msg, t->body_credit);
+                msg = NULL;
+            }
+        }
     }
+    if (msg)
+        natsMsg_Destroy(msg);
+    txn_unref(t);
 }
 
 static void check_timeouts(natshttp_server *s, int64_t now)
 {
-    for (size_t i = 0; i < s->open.cap; i++) {
-        natshttp_txn *t = s->open.ids[i] ? s->open.slots[i] : NULL;
-        if (t && now - t->body_last > s->body_timeout_ms) {
+    natshttp_txn *list[64];
+    size_t n = 0;
+    pthread_mutex_lock(&s->core->mu);
+    for (size_t i = 0; i < s->core->active.cap && n < 64; i++) {
+        natshttp_txn *t = s->core->active.ids[i] ? s->core->active.slots[i] : NULL;
+        if (!t)
+            continue;
+        bool stalled_body = t->body_open && now - t->body_last > s->idle_ms;
+        bool stalled_resp = t->v2 && !t->resp_over && t->want_writable &&
+                            now - t->last_progress > s->idle_ms;
+        if (stalled_body || stalled_resp) {
+            t->refs++;
+            list[n++] = t;
+        }
+    }
+    pthread_mutex_unlock(&s->core->mu);
+    for (size_t i = 0; i < n; i++) {
+        natshttp_txn *t = list[i];
+        if (t->body_open) {
             NH_LOG_W(COMP, "request %" PRIu64 ": request body stalled; aborted", t->id);
             body_end(s, t, NATSHTTP_TRUNCATED);
-            i = (size_t)-1;   /* the table moved entries: rescan */
+        } else {
+            NH_LOG_W(COMP, "request %" PRIu64 ": the client took nothing for %" PRId64
+                     " ms; aborted", t->id, s->idle_ms);
+            pthread_mutex_lock(&t->mu);
+            if (t->head_sent)
+                publish_v2_end(t, NH_HDR_ABORT, "idle");
+            pthread_mutex_unlock(&t->mu);
+            cancel_txn(s, t, "idle");
         }
+        txn_unref(t);
     }
 }
 
@@ -492,7 +722,7 @@ static void *dispatch_main(void *arg)
             natsMsg *msg = item;
             const char *subj = natsMsg_GetSubject(msg);
             if (strncmp(subj, s->inbox, plen) == 0 && subj[plen] == '.')
-                on_body_msg(s, msg);
+                on_private_msg(s, msg);
             else
                 on_request(s, msg);
         }
@@ -529,20 +759,30 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
 {
     if (!out || !nc || !opts || !opts->subject || !*opts->subject || !cb)
         return NATSHTTP_INVALID;
+    if (opts->protocol != 0 && opts->protocol != 1 && opts->protocol != 2)
+        return NATSHTTP_INVALID;
     natshttp_server *s = calloc(1, sizeof *s);
     if (!s)
         return NATSHTTP_NOMEM;
+    s->core = calloc(1, sizeof *s->core);
+    if (!s->core) {
+        free(s);
+        return NATSHTTP_NOMEM;
+    }
+    s->core->refs = 1;
+    pthread_mutex_init(&s->core->mu, NULL);
     s->nc = nc;
     s->cb = *cb;
     s->ctx = ctx;
     s->max_head = opts->max_head ? opts->max_head : NATSHTTP_DEFAULT_MAX_HEAD;
-    s->body_timeout_ms = opts->body_timeout_ms > 0 ? opts->body_timeout_ms : 30000;
-    pthread_mutex_init(&s->mu, NULL);
+    s->idle_ms = opts->idle_timeout_ms > 0 ? opts->idle_timeout_ms : NH_DEFAULT_IDLE_MS;
+    s->window = opts->protocol == 1 ? 0 : opts->window > 0 ? opts->window : NH_DEFAULT_WINDOW;
     pthread_mutex_init(&s->done_mu, NULL);
     pthread_cond_init(&s->done_cv, NULL);
     s->prefix = strdup(opts->subject);
     if (!s->prefix || nh_queue_init(&s->q) != 0) {
         free(s->prefix);
+        core_unref(s->core);
         free(s);
         return NATSHTTP_NOMEM;
     }
@@ -553,7 +793,7 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
     if (ns == NATS_OK) {
         snprintf(s->inbox, sizeof s->inbox, "%s", (const char *)inbox);
         natsInbox_Destroy(inbox);
-        snprintf(subj, sizeof subj, "%s.*", s->inbox);
+        snprintf(subj, sizeof subj, "%s.>", s->inbox);
         ns = natsConnection_Subscribe(&s->body_sub, nc, subj, on_nats_msg, s);
     }
     if (ns == NATS_OK)
@@ -616,18 +856,33 @@ void natshttp_server_free(natshttp_server *s)
         else
             natsMsg_Destroy(item);
     }
-    for (size_t i = 0; i < s->open.cap; i++) {
-        natshttp_txn *t = s->open.ids[i] ? s->open.slots[i] : NULL;
-        if (t) {
-            body_end(s, t, NATSHTTP_CANCELLED);
-            i = (size_t)-1;
+    /* Nothing will arrive for the txns still held: end their bodies and
+     * wake their writers, who then see CANCELLED. */
+    for (;;) {
+        natshttp_txn *t = NULL;
+        pthread_mutex_lock(&s->core->mu);
+        for (size_t i = 0; i < s->core->active.cap && !t; i++)
+            if (s->core->active.ids[i]) {
+                t = s->core->active.slots[i];
+                t->refs++;
+            }
+        pthread_mutex_unlock(&s->core->mu);
+        if (!t)
+            break;
+        cancel_txn(s, t, "server stopping");
+        pthread_mutex_lock(&s->core->mu);
+        if (t->in_table) {
+            nh_table_del(&s->core->active, t->id);
+            t->in_table = false;
+            t->refs--;   /* the library's hold, dropped below with ours */
         }
+        pthread_mutex_unlock(&s->core->mu);
+        txn_unref(t);
     }
-    nh_table_free(&s->open);
     nh_queue_destroy(&s->q);
-    pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->done_mu);
     pthread_cond_destroy(&s->done_cv);
     free(s->prefix);
+    core_unref(s->core);
     free(s);
 }

@@ -111,3 +111,33 @@ uint64_t nh_subject_id(const char *subject)
     }
     return id;
 }
+
+bool nh_parse_ids(const char *subject, size_t base_len, uint64_t *id, int64_t *seq)
+{
+    if (strlen(subject) <= base_len + 1 || subject[base_len] != '.')
+        return false;
+    const char *p = subject + base_len + 1;
+    uint64_t v = 0;
+    int digits = 0;
+    while (*p >= '0' && *p <= '9' && digits < 19) {
+        v = v * 10 + (uint64_t)(*p++ - '0');
+        digits++;
+    }
+    if (!digits || (*p && *p != '.'))
+        return false;
+    *id = v;
+    *seq = -1;
+    if (*p == '.') {
+        p++;
+        int64_t s = 0;
+        digits = 0;
+        while (*p >= '0' && *p <= '9' && digits < 18) {
+            s = s * 10 + (*p++ - '0');
+            digits++;
+        }
+        if (!digits || *p)
+            return false;
+        *seq = s;
+    }
+    return true;
+}

@@ -7,19 +7,56 @@
 #include <string.h>
 #include <strings.h>
 
-/* Adds every end-to-end field of head to msg, one NATS header entry per value. */
+/* Adds every end-to-end field of head to msg, one NATS header entry per value.
+ *
+ * nats.c (3.4) cannot read back an empty header value: its parser skips the
+ * CRLF after "Name: " and takes the next line for the value, losing that
+ * line's field. So empty values do not go on the wire as fields; their names
+ * travel in Natshttp-Empty and the receiving side restores them. */
 static natsStatus add_fields(natsMsg *m, const natshttp_head *h)
 {
     natsStatus s = NATS_OK;
+    char empty[1024];
+    size_t elen = 0;
     for (size_t i = 0; s == NATS_OK && i < natshttp_head_count(h); i++) {
         const char *n, *v;
         natshttp_head_at(h, i, &n, &v);
         if (nh_is_wire_header(n) || strcasecmp(n, "Content-Length") == 0 ||
             strcasecmp(n, "Transfer-Encoding") == 0)
             continue;
-        s = natsMsgHeader_Add(m, n, v);
+        if (*v) {
+            s = natsMsgHeader_Add(m, n, v);
+        } else {
+            size_t nl = strlen(n);
+            if (elen + nl + 2 < sizeof empty) {
+                if (elen)
+                    empty[elen++] = ',';
+                memcpy(empty + elen, n, nl);
+                elen += nl;
+            }
+        }
+    }
+    if (s == NATS_OK && elen) {
+        empty[elen] = 0;
+        s = natsMsgHeader_Set(m, NH_HDR_EMPTY, empty);
     }
     return s;
+}
+
+/* Restores the empty-valued fields named in Natshttp-Empty. */
+static natshttp_status restore_empty(natsMsg *msg, natshttp_head *h)
+{
+    const char *list = nh_msg_header(msg, NH_HDR_EMPTY);
+    natshttp_status st = NATSHTTP_OK;
+    while (list && *list && st == NATSHTTP_OK) {
+        size_t n = strcspn(list, ",");
+        if (n > 0)
+            st = natshttp_head_addn(h, list, n, "", 0);
+        list += n;
+        if (*list == ',')
+            list++;
+    }
+    return st == NATSHTTP_BAD_REQUEST ? NATSHTTP_OK : st;   /* a malformed name is dropped */
 }
 
 size_t nh_wire_header_size(natsMsg *msg)
@@ -68,7 +105,8 @@ static char *encode_path(const char *p, size_t len)
 }
 
 natshttp_status nh_wire_request_msg(natsMsg **out, const char *prefix, const natshttp_head *req,
-                                    const char *reply, bool chunked, const void *data, size_t len)
+                                    const char *reply, bool chunked, int64_t window,
+                                    const void *data, size_t len)
 {
     const char *method = natshttp_head_method(req);
     const char *raw = natshttp_head_path(req);
@@ -103,6 +141,13 @@ natshttp_status nh_wire_request_msg(natsMsg **out, const char *prefix, const nat
         ns = natsMsgHeader_Set(m, NH_HDR_QUERY, query);
     if (ns == NATS_OK && memchr(raw, '%', rawlen))
         ns = natsMsgHeader_Set(m, NH_HDR_RAW_PATH, raw);
+    if (ns == NATS_OK && window > 0) {
+        char num[24];
+        snprintf(num, sizeof num, "%lld", (long long)window);
+        ns = natsMsgHeader_Set(m, NH_HDR_VERSION, "2");
+        if (ns == NATS_OK)
+            ns = natsMsgHeader_Set(m, NH_HDR_WINDOW, num);
+    }
     if (ns == NATS_OK)
         ns = add_fields(m, req);
     if (ns == NATS_OK) {
@@ -227,6 +272,8 @@ natshttp_status nh_wire_parse_request(natsMsg *msg, const char *prefix, natshttp
     st = natshttp_head_set_request(req, method, rawcopy, query ? query : "");
     if (st == NATSHTTP_OK)
         st = copy_fields(msg, req, true);   /* framing is the library's business */
+    if (st == NATSHTTP_OK)
+        st = restore_empty(msg, req);
     if (st != NATSHTTP_OK)
         goto fail;
     *raw_path = rawcopy;
@@ -239,12 +286,15 @@ fail:
     return st;
 }
 
-natshttp_status nh_wire_response_msg(natsMsg **out, const char *reply, const natshttp_head *resp,
-                                     int64_t content_length, bool chunked)
+natshttp_status nh_wire_response_msg(natsMsg **out, const char *subject, const char *reply,
+                                     const natshttp_head *resp, int64_t content_length,
+                                     bool chunked, bool v2, const void *data, size_t len)
 {
     natsMsg *m = NULL;
     char num[24];
-    natsStatus ns = natsMsg_Create(&m, reply, NULL, NULL, 0);
+    natsStatus ns = natsMsg_Create(&m, subject, reply, data, (int)len);
+    if (ns == NATS_OK && v2)
+        ns = natsMsgHeader_Set(m, NH_HDR_VERSION, "2");
     snprintf(num, sizeof num, "%d", natshttp_head_status(resp));
     if (ns == NATS_OK)
         ns = natsMsgHeader_Set(m, NH_HDR_STATUS_CODE, num);
@@ -278,5 +328,28 @@ natshttp_status nh_wire_parse_response(natsMsg *msg, natshttp_head *resp)
     natshttp_status st = natshttp_head_set_status(resp, atoi(code), reason);
     if (st == NATSHTTP_OK)
         st = copy_fields(msg, resp, true);
+    if (st == NATSHTTP_OK)
+        st = restore_empty(msg, resp);
     return st;
+}
+
+const char *nh_msg_header(natsMsg *msg, const char *key)
+{
+    const char *v = NULL;
+    if (natsMsgHeader_Get(msg, key, &v) != NATS_OK)
+        return NULL;
+    return v;
+}
+
+int64_t nh_parse_u63(const char *s)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    int64_t n = 0;
+    for (; *s; s++) {
+        if (!isdigit((unsigned char)*s) || n > (INT64_MAX - 9) / 10)
+            return -1;
+        n = n * 10 + (*s - '0');
+    }
+    return n;
 }

@@ -208,7 +208,7 @@ static void request_round_trip(void **state)
     natshttp_head_add(req, "Cookie", "b=2");
     natshttp_head_add(req, "X-Path", "/forged");   /* a client cannot set wire fields */
     natsMsg *m = NULL;
-    assert_int_equal(nh_wire_request_msg(&m, "demo.site", req, "_INBOX.x.1", false, NULL, 0), NATSHTTP_OK);
+    assert_int_equal(nh_wire_request_msg(&m, "demo.site", req, "_INBOX.x.1", false, 0, NULL, 0), NATSHTTP_OK);
     assert_string_equal(natsMsg_GetSubject(m), "demo.site.files.a%20b+c.GET");
     assert_string_equal(hdr(m, "X-Path"), "/files/a b+c");
     assert_string_equal(hdr(m, "X-Query"), "q=1+2&x=%2B");
@@ -307,7 +307,7 @@ static void response_round_trip(void **state)
     natshttp_head_add(resp, "Set-Cookie", "a=1");
     natshttp_head_add(resp, "Set-Cookie", "b=2");
     natsMsg *m = NULL;
-    assert_int_equal(nh_wire_response_msg(&m, "_INBOX.x.1", resp, 12, false), NATSHTTP_OK);
+    assert_int_equal(nh_wire_response_msg(&m, "_INBOX.x.1", NULL, resp, 12, false, false, NULL, 0), NATSHTTP_OK);
     assert_string_equal(hdr(m, "X-Status-Code"), "404");
     assert_string_equal(hdr(m, "X-Status"), "Not Found");
     assert_string_equal(hdr(m, "Content-Length"), "12");
