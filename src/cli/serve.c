@@ -1,21 +1,25 @@
-/* serve.c - nats-http serve: a directory behind a NATS subject. */
+/* serve.c - nats-http serve: a directory, or an upstream HTTP server, behind a NATS subject. */
 #include "cli.h"
 
 #include <stdlib.h>
 
 typedef struct serve_cfg {
     cli_common common;
-    const char *subject, *group, *dir;
+    const char *subject, *group, *dir, *upstream, *upstream_host;
     int list;
-    long long workers;
+    long long workers, upstream_timeout, upstream_max_conns;
 } serve_cfg;
 
 static const cli_opt serve_opts[] = {
     {"subject", 's', OPT_STR, "SUBJECT", "subject prefix to serve (required)", offsetof(serve_cfg, subject), NULL},
     {"group", 'g', OPT_STR, "GROUP", "queue group shared by every instance serving the subject", offsetof(serve_cfg, group), NULL},
-    {"dir", 'd', OPT_STR, "DIR", "directory to serve (required)", offsetof(serve_cfg, dir), NULL},
+    {"dir", 'd', OPT_STR, "DIR", "directory to serve (this or --upstream)", offsetof(serve_cfg, dir), NULL},
     {"list", 0, OPT_FLAG, NULL, "list directories that have no index.html", offsetof(serve_cfg, list), NULL},
     {"workers", 0, OPT_INT, "N", "threads reading files", offsetof(serve_cfg, workers), "2"},
+    {"upstream", 'u', OPT_STR, "URL", "forward every request to this HTTP server, http://HOST[:PORT][/base] (this or --dir)", offsetof(serve_cfg, upstream), NULL},
+    {"upstream-host", 0, OPT_STR, "HOST", "Host header the upstream sees (default: the client's)", offsetof(serve_cfg, upstream_host), NULL},
+    {"upstream-timeout", 0, OPT_INT, "SECONDS", "no response head from the upstream in this long: 504 (also the longest a body may stall)", offsetof(serve_cfg, upstream_timeout), "30"},
+    {"upstream-max-conns", 0, OPT_INT, "N", "connections to the upstream, kept alive and reused", offsetof(serve_cfg, upstream_max_conns), "16"},
     CLI_COMMON_OPTS(serve_cfg),
 };
 #define NOPTS (sizeof serve_opts / sizeof serve_opts[0])
@@ -26,20 +30,23 @@ int cmd_serve(int argc, char **argv)
     cli_list rest = {0};
     int rc = cli_parse("serve", serve_opts, NOPTS, &cfg, argc, argv, &rest);
     if (rc == 0 && cfg.common.help) {
-        cli_help(stdout, "serve", "--subject S --dir DIR [--group G] [OPTIONS]",
+        cli_help(stdout, "serve", "--subject S (--dir DIR | --upstream URL) [--group G] [OPTIONS]",
                  "Takes HTTP requests from the NATS subject S (every subject under S.>) and\n"
-                 "answers them from DIR: GET and HEAD, conditional and range requests.",
+                 "answers them from DIR (GET and HEAD, conditional and range requests), or\n"
+                 "forwards them to the HTTP server at URL, streaming both ways.",
                  serve_opts, NOPTS);
         goto out;
     }
-    if (rc == 0 && !cfg.common.help)
-        rc = cli_check_common("serve", &cfg.common);
     if (rc == 0 && rest.n > 0)
         rc = cli_usage_error("serve", "unexpected argument '%s'", rest.items[0]);
     if (rc == 0 && !cfg.subject)
         rc = cli_usage_error("serve", "--subject is required");
-    if (rc == 0 && !cfg.dir)
-        rc = cli_usage_error("serve", "--dir is required");
+    if (rc == 0 && !cfg.dir == !cfg.upstream)
+        rc = cli_usage_error("serve", "exactly one of --dir and --upstream is required");
+    if (rc == 0 && cfg.upstream && cfg.upstream_timeout == 0)
+        rc = cli_usage_error("serve", "--upstream-timeout must be at least 1");
+    if (rc == 0 && cfg.upstream && (cfg.upstream_max_conns == 0 || cfg.upstream_max_conns > 65536))
+        rc = cli_usage_error("serve", "--upstream-max-conns wants 1 to 65536");
     if (rc != 0)
         goto out;
 
@@ -49,27 +56,39 @@ int cmd_serve(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    natshttp_server_options so = {.subject = cfg.subject, .group = cfg.group};
     natshttp_files *files = NULL;
-    natshttp_files_options fo = {
-        .server = {.subject = cfg.subject,
-                   .group = cfg.group,
-                   .protocol = (int)cfg.common.protocol,
-                   .window = cfg.common.window,
-                   .idle_timeout_ms = cfg.common.idle_timeout * 1000},
-        .dir = cfg.dir,
-        .list = cfg.list,
-        .workers = (int)cfg.workers,
-    };
-    natshttp_status st = natshttp_files_new(&files, nc, &fo);
+    natshttp_upstream *up = NULL;
+    natshttp_status st;
+    if (cfg.upstream) {
+        natshttp_upstream_options uo = {
+            .server = so,
+            .url = cfg.upstream,
+            .host = cfg.upstream_host,
+            .timeout_ms = cfg.upstream_timeout * 1000,
+            .max_conns = (int)cfg.upstream_max_conns,
+        };
+        st = natshttp_upstream_new(&up, nc, &uo);
+    } else {
+        natshttp_files_options fo = {
+            .server = so,
+            .dir = cfg.dir,
+            .list = cfg.list,
+            .workers = (int)cfg.workers,
+        };
+        st = natshttp_files_new(&files, nc, &fo);
+    }
+    const char *what = cfg.upstream ? cfg.upstream : cfg.dir;
     if (st != NATSHTTP_OK) {
-        natshttp_log(NATSHTTP_LOG_ERROR, "serve", "cannot serve %s: %s", cfg.dir,
+        natshttp_log(NATSHTTP_LOG_ERROR, "serve", "cannot serve %s: %s", what,
                      natshttp_status_text(st));
         rc = 1;
     } else {
-        natshttp_log(NATSHTTP_LOG_INFO, "serve", "ready subject=%s group=%s dir=%s", cfg.subject,
-                     cfg.group ? cfg.group : "-", cfg.dir);
+        natshttp_log(NATSHTTP_LOG_INFO, "serve", "ready subject=%s group=%s %s=%s", cfg.subject,
+                     cfg.group ? cfg.group : "-", cfg.upstream ? "upstream" : "dir", what);
         cli_wait_for_signal();
         natshttp_log(NATSHTTP_LOG_INFO, "serve", "stopping");
+        natshttp_upstream_free(up);
         natshttp_files_free(files);
     }
     cli_disconnect(nc);

@@ -80,6 +80,7 @@ struct natshttp_client {
     uint64_t next_id;
     int64_t timeout_ms, idle_ms, window;
     size_t max_head;
+    nh_hooks hooks;
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     bool sub_done;
@@ -133,7 +134,12 @@ static natshttp_status publish_chunk(natshttp_call *call, const void *data, size
         snprintf(reply, sizeof reply, "%s.%" PRId64, call->reply, call->tx_seq);
         r = reply;
     }
-    natsStatus ns = natsConnection_PublishRequest(call->c->nc, call->chunk_subject, r, data, (int)len);
+    const nh_hooks *hk = &call->c->hooks;
+    natsStatus ns = NATS_OK;
+    if (!r || call->tx_seq != hk->drop_seq)
+        ns = natsConnection_PublishRequest(call->c->nc, call->chunk_subject, r, data, (int)len);
+    if (ns == NATS_OK && r && call->tx_seq == hk->dup_seq)
+        ns = natsConnection_PublishRequest(call->c->nc, call->chunk_subject, r, data, (int)len);
     call->tx_seq++;
     call->tx_total += (int64_t)len;
     call->tx_after_first += (int64_t)len;
@@ -677,6 +683,7 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
     c->window = opts->protocol == 1 ? 0 : opts->window > 0 ? opts->window : NH_DEFAULT_WINDOW;
     c->max_head = opts->max_head ? opts->max_head : NATSHTTP_DEFAULT_MAX_HEAD;
     c->next_id = 1;
+    nh_hooks_load(&c->hooks);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->done_mu, NULL);
     pthread_cond_init(&c->done_cv, NULL);

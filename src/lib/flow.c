@@ -93,3 +93,17 @@ void nh_credit_consumed(nh_credit *c, size_t n, const char *target)
     }
     pthread_mutex_unlock(&c->mu);
 }
+
+void nh_hooks_load(nh_hooks *h)
+{
+    h->drop_seq = h->dup_seq = -1;
+#ifdef NATSHTTP_TEST_HOOKS
+    const char *d = getenv("NATSHTTP_TEST_DROP_SEQ");
+    const char *u = getenv("NATSHTTP_TEST_DUP_SEQ");
+    h->drop_seq = d ? nh_parse_u63(d) : -1;
+    h->dup_seq = u ? nh_parse_u63(u) : -1;
+    if (h->drop_seq >= 0 || h->dup_seq >= 0)
+        NH_LOG_W("hooks", "test hooks active: drop piece %lld, repeat piece %lld",
+                 (long long)h->drop_seq, (long long)h->dup_seq);
+#endif
+}

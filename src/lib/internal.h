@@ -138,3 +138,12 @@ typedef struct nh_cmd {
 #define NH_IS_CMD(p) (((uintptr_t)(p)) & 1u)
 #define NH_CMD_PTR(p) ((nh_cmd *)(((uintptr_t)(p)) & ~(uintptr_t)1u))
 #define NH_CMD_TAG(c) ((void *)(((uintptr_t)(c)) | 1u))
+
+/* ---- fault injection for tests (NATSHTTP_TEST_HOOKS builds only) ----
+ * NATSHTTP_TEST_DROP_SEQ=N / NATSHTTP_TEST_DUP_SEQ=N make a v2 sender skip or
+ * repeat body piece N, so tests can show that a receiver never takes a
+ * damaged body for a whole one. Read once; -1 when unset. */
+typedef struct nh_hooks {
+    int64_t drop_seq, dup_seq;
+} nh_hooks;
+void nh_hooks_load(nh_hooks *h);

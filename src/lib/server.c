@@ -71,6 +71,7 @@ struct natshttp_txn {
     size_t buf_len;
     bool head_sent, want_writable, cancelled;
     int64_t max_payload;
+    const nh_hooks *hooks;
 };
 
 struct natshttp_server {
@@ -87,6 +88,7 @@ struct natshttp_server {
     void *ctx;
     size_t max_head;
     int64_t idle_ms, window;
+    nh_hooks hooks;
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     int subs_done;
@@ -249,7 +251,12 @@ static natshttp_status publish_piece(natshttp_txn *t, const void *data, size_t n
     if (t->v2) {
         char reply[128];
         snprintf(reply, sizeof reply, "%s.%" PRId64, t->ctl, t->seq);
-        ns = natsConnection_PublishRequest(t->nc, t->reply, reply, data, (int)n);
+        if (t->seq == t->hooks->drop_seq)
+            ns = NATS_OK;
+        else
+            ns = natsConnection_PublishRequest(t->nc, t->reply, reply, data, (int)n);
+        if (ns == NATS_OK && t->seq == t->hooks->dup_seq)
+            ns = natsConnection_PublishRequest(t->nc, t->reply, reply, data, (int)n);
     } else {
         ns = natsConnection_Publish(t->nc, t->reply, data, (int)n);
     }
@@ -538,6 +545,7 @@ static void on_request(natshttp_server *s, natsMsg *msg)
         t->nc = s->nc;
         t->id = ++s->next_id;
         t->resp_cl = -1;
+        t->hooks = &s->hooks;
         t->max_payload = natsConnection_GetMaxPayload(s->nc);
         snprintf(t->ctl, sizeof t->ctl, "%s.%" PRIu64, s->inbox, t->id);
         t->reply = strdup(reply);
@@ -777,6 +785,7 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
     s->max_head = opts->max_head ? opts->max_head : NATSHTTP_DEFAULT_MAX_HEAD;
     s->idle_ms = opts->idle_timeout_ms > 0 ? opts->idle_timeout_ms : NH_DEFAULT_IDLE_MS;
     s->window = opts->protocol == 1 ? 0 : opts->window > 0 ? opts->window : NH_DEFAULT_WINDOW;
+    nh_hooks_load(&s->hooks);
     pthread_mutex_init(&s->done_mu, NULL);
     pthread_cond_init(&s->done_cv, NULL);
     s->prefix = strdup(opts->subject);
