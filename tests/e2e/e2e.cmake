@@ -15,6 +15,13 @@
 # Exit status 77 (every test in the module skipped) is reported as skipped.
 
 find_program(NATSHTTP_PYTHON3 NAMES python3 REQUIRED)
+# Tests that bound memory read this: AddressSanitizer's shadow memory and
+# quarantine raise every process's RSS, so their bounds scale with it.
+if(NATSHTTP_SANITIZE)
+  set(NATSHTTP_E2E_SANITIZED 1)
+else()
+  set(NATSHTTP_E2E_SANITIZED 0)
+endif()
 set(NATSHTTP_E2E_DIR "${CMAKE_CURRENT_LIST_DIR}")
 
 function(natshttp_e2e NAME FILE)
@@ -36,7 +43,7 @@ function(natshttp_e2e NAME FILE)
     TIMEOUT ${E2E_TIMEOUT}
     SKIP_RETURN_CODE 77
     LABELS "${labels}"
-    ENVIRONMENT "NATSHTTP_BIN=$<TARGET_FILE:nats-http>;NATSHTTP_ECHO=$<TARGET_FILE:echo_responder>;NATSHTTP_NATSRAW=$<TARGET_FILE:natsraw>;NATSHTTP_BUILD_DIR=${CMAKE_BINARY_DIR};NATSHTTP_E2E_TIMEOUT=${E2E_TIMEOUT};PYTHONDONTWRITEBYTECODE=1;PYTHONUNBUFFERED=1")
+    ENVIRONMENT "NATSHTTP_BIN=$<TARGET_FILE:nats-http>;NATSHTTP_ECHO=$<TARGET_FILE:echo_responder>;NATSHTTP_NATSRAW=$<TARGET_FILE:natsraw>;NATSHTTP_BUILD_DIR=${CMAKE_BINARY_DIR};NATSHTTP_SANITIZED=${NATSHTTP_E2E_SANITIZED};NATSHTTP_E2E_TIMEOUT=${E2E_TIMEOUT};PYTHONDONTWRITEBYTECODE=1;PYTHONUNBUFFERED=1")
 endfunction()
 
 # The harness's own self-test (needs nats-server, not nats-http).
