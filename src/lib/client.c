@@ -136,7 +136,9 @@ static natshttp_status publish_chunk(natshttp_call *call, const void *data, size
     }
     const nh_hooks *hk = &call->c->hooks;
     natsStatus ns = NATS_OK;
-    if (!r || call->tx_seq != hk->drop_seq)
+    if (!r)
+        ns = natsConnection_Publish(call->c->nc, call->chunk_subject, data, (int)len);
+    else if (call->tx_seq != hk->drop_seq)
         ns = natsConnection_PublishRequest(call->c->nc, call->chunk_subject, r, data, (int)len);
     if (ns == NATS_OK && r && call->tx_seq == hk->dup_seq)
         ns = natsConnection_PublishRequest(call->c->nc, call->chunk_subject, r, data, (int)len);

@@ -413,6 +413,43 @@ static enum MHD_Result begin(gw_req *r, const char *method)
     return MHD_YES;
 }
 
+/* Per connection: the request whose URI was seen but which has not reached
+ * the access handler. libmicrohttpd may fail such a request (a head larger
+ * than its pool) without calling the completion callback; this slot is how
+ * its gw_req is still freed. MHD thread only. */
+typedef struct conn_slot {
+    gw_req *pending;
+} conn_slot;
+
+static conn_slot *slot_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void drop_pending(conn_slot *slot)
+{
+    if (slot && slot->pending) {
+        gw_req *r = slot->pending;
+        slot->pending = NULL;
+        pthread_mutex_lock(&r->mu);
+        req_unref_locked(r);
+    }
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = calloc(1, sizeof(conn_slot));
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        drop_pending(*socket_context);
+        free(*socket_context);
+        *socket_context = NULL;
+    }
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size,
@@ -424,6 +461,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return MHD_NO;
     pthread_mutex_lock(&r->mu);
     if (!r->started) {
+        conn_slot *slot = slot_of(conn);
+        if (slot && slot->pending == r)
+            slot->pending = NULL;   /* the request is under way: completion frees it */
         r->started = true;
         r->conn = conn;
         ret = begin(r, method);
@@ -487,6 +527,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
+    conn_slot *slot = slot_of(conn);
+    drop_pending(slot);   /* the previous request on this connection never started */
     gw_req *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
@@ -498,6 +540,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->g = cls;
     r->refs = 1;
     pthread_mutex_init(&r->mu, NULL);
+    if (slot)
+        slot->pending = r;
     return r;
 }
 
@@ -508,6 +552,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (!r)
         return;
     *req_cls = NULL;
+    conn_slot *slot = slot_of(conn);
+    if (slot && slot->pending == r)
+        slot->pending = NULL;
     pthread_mutex_lock(&r->mu);
     if (r->call)
         natshttp_call_cancel(r->call);
@@ -571,6 +618,7 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
     g->mhd = MHD_start_daemon(
         flags, opts->listen_port, NULL, NULL, on_access, g, MHD_OPTION_SOCK_ADDR, &ss,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, g, MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, g,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(opts->max_connections ? opts->max_connections : 1024),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(opts->idle_timeout_s ? opts->idle_timeout_s : 60),
