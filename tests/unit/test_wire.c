@@ -362,6 +362,67 @@ static void table_ops(void **state)
     assert_int_equal(nh_subject_id("nodot"), 0);
 }
 
+/* v2 subjects: "<base>.<id>[.<seq>]", and the numbers in v2 headers. */
+static void v2_ids_and_numbers(void **state)
+{
+    uint64_t id = 0;
+    int64_t seq = 0;
+    const char *base = "_INBOX.abc";
+    size_t bl = strlen(base);
+    assert_true(nh_parse_ids("_INBOX.abc.42", bl, &id, &seq));
+    assert_int_equal(id, 42);
+    assert_int_equal(seq, -1);
+    assert_true(nh_parse_ids("_INBOX.abc.42.0", bl, &id, &seq));
+    assert_int_equal(id, 42);
+    assert_int_equal(seq, 0);
+    assert_true(nh_parse_ids("_INBOX.abc.7.123456", bl, &id, &seq));
+    assert_int_equal(seq, 123456);
+    const char *bad[] = {"_INBOX.abc", "_INBOX.abc.", "_INBOX.abc.x", "_INBOX.abc.1.", "_INBOX.abc.1.2.3",
+                         "_INBOX.abcd.1", "_INBOX.abc.1x", "_INBOX.abc.99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(nh_parse_ids(bad[i], bl, &id, &seq));
+    assert_int_equal(nh_parse_u63("0"), 0);
+    assert_int_equal(nh_parse_u63("4194304"), 4194304);
+    assert_int_equal(nh_parse_u63(NULL), -1);
+    assert_int_equal(nh_parse_u63(""), -1);
+    assert_int_equal(nh_parse_u63("-1"), -1);
+    assert_int_equal(nh_parse_u63("+1"), -1);
+    assert_int_equal(nh_parse_u63("12 "), -1);
+    assert_int_equal(nh_parse_u63("99999999999999999999"), -1);
+}
+
+/* A v2 request announces itself; empty values travel in Natshttp-Empty. */
+static void v2_announce_and_empty_values(void **state)
+{
+    natshttp_head *req, *back;
+    natshttp_head_new(&req, 0);
+    natshttp_head_set_request(req, "GET", "/x", "");
+    natshttp_head_add(req, "X-Empty", "");
+    natshttp_head_add(req, "X-After", "1");
+    natshttp_head_add(req, "x-empty", "");
+    natsMsg *m = NULL;
+    assert_int_equal(nh_wire_request_msg(&m, "p", req, "_INBOX.x.1", false, 4096, NULL, 0), NATSHTTP_OK);
+    assert_string_equal(hdr(m, "Natshttp-Version"), "2");
+    assert_string_equal(hdr(m, "Natshttp-Window"), "4096");
+    assert_string_equal(hdr(m, "Natshttp-Empty"), "X-Empty,x-empty");
+    assert_null(hdr(m, "X-Empty"));
+    natshttp_head_new(&back, 0);
+    char *raw = NULL, *dec = NULL;
+    size_t dlen;
+    assert_int_equal(nh_wire_parse_request(m, "p", back, &raw, &dec, &dlen), NATSHTTP_OK);
+    assert_string_equal(natshttp_head_get(back, "X-After"), "1");
+    long i = natshttp_head_find(back, "X-Empty", 0);
+    assert_true(i >= 0);
+    assert_string_equal(natshttp_head_get(back, "X-Empty"), "");
+    assert_true(natshttp_head_find(back, "X-Empty", (size_t)i + 1) >= 0);
+    assert_null(natshttp_head_get(back, "Natshttp-Version"));
+    free(raw);
+    free(dec);
+    natshttp_head_free(back);
+    natsMsg_Destroy(m);
+    natshttp_head_free(req);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,7 +433,8 @@ int main(void)
         cmocka_unit_test(hop_by_hop),          cmocka_unit_test(request_round_trip),
         cmocka_unit_test(forged_path_refused), cmocka_unit_test(chunking_rule),
         cmocka_unit_test(response_round_trip), cmocka_unit_test(status_texts),
-        cmocka_unit_test(table_ops),
+        cmocka_unit_test(table_ops),           cmocka_unit_test(v2_ids_and_numbers),
+        cmocka_unit_test(v2_announce_and_empty_values),
     };
     nats_Open(-1);
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
