@@ -321,6 +321,62 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     return b->st == NATSHTTP_OK ? MHD_YES : MHD_NO;
 }
 
+/* Joins every value of `name` and `add` into one comma-separated value. */
+static natshttp_status append_chain(natshttp_head *h, const char *name, const char *add)
+{
+    size_t len = strlen(add) + 1;
+    for (long i = natshttp_head_find(h, name, 0); i >= 0; i = natshttp_head_find(h, name, (size_t)i + 1)) {
+        const char *n, *v;
+        natshttp_head_at(h, (size_t)i, &n, &v);
+        len += strlen(v) + 2;
+    }
+    char *joined = malloc(len);
+    if (!joined)
+        return NATSHTTP_NOMEM;
+    joined[0] = 0;
+    for (long i = natshttp_head_find(h, name, 0); i >= 0; i = natshttp_head_find(h, name, (size_t)i + 1)) {
+        const char *n, *v;
+        natshttp_head_at(h, (size_t)i, &n, &v);
+        if (*v) {
+            strcat(joined, v);
+            strcat(joined, ", ");
+        }
+    }
+    strcat(joined, add);
+    natshttp_head_remove(h, name);
+    natshttp_status st = natshttp_head_add(h, name, joined);
+    free(joined);
+    return st;
+}
+
+/* X-Forwarded-For/-Proto/-Host and Via, each appended to what the client sent
+ * (after hop-by-hop stripping, so "Connection: X-Forwarded-For" cannot remove ours). */
+static natshttp_status add_forwarding(gw_req *r, natshttp_head *h)
+{
+    char addr[INET6_ADDRSTRLEN] = "unknown";
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof addr);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof addr);
+    }
+    const char *host = natshttp_head_get(h, "Host");
+    natshttp_status st = append_chain(h, "X-Forwarded-For", addr);
+    if (st == NATSHTTP_OK)
+        st = append_chain(h, "X-Forwarded-Proto", "http");
+    if (st == NATSHTTP_OK && host && *host) {
+        char *copy = strdup(host);
+        st = copy ? append_chain(h, "X-Forwarded-Host", copy) : NATSHTTP_NOMEM;
+        free(copy);
+    }
+    if (st == NATSHTTP_OK)
+        st = append_chain(h, "Via", "1.1 natshttp-gateway");
+    return st;
+}
+
 /* First call for a request: build the head and start the call. */
 static enum MHD_Result begin(gw_req *r, const char *method)
 {
@@ -386,6 +442,7 @@ static enum MHD_Result begin(gw_req *r, const char *method)
         natshttp_head_remove(b.h, "Expect");
         if (chunked)
             natshttp_head_remove(b.h, "Content-Length");
+        b.st = add_forwarding(r, b.h);
     }
 
     natshttp_status st = b.st;

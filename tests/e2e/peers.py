@@ -54,17 +54,27 @@ def echo(nats, subject: str, group: str | None = None, instance: str | None = No
     return p
 
 
+# Fields the gateway adds to every request it forwards (X-Forwarded-*, Via).
+FORWARDING = {"via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+
+
 def echo_json(body: bytes) -> dict:
-    """The JSON object an echo_responder answered with."""
+    """The JSON object an echo_responder answered with. The gateway's own
+    forwarding fields are moved from "headers" to "forwarding", so that
+    "headers" is exactly what the client's request carried end to end."""
     try:
-        return json.loads(body.decode("utf-8"))
+        got = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise AssertionError(f"not an echo_responder answer: {body[:300]!r}") from e
+    if isinstance(got, dict) and "headers" in got and "forwarding" not in got:
+        got["forwarding"] = [[k, v] for k, v in got["headers"] if k.lower() in FORWARDING]
+        got["headers"] = [[k, v] for k, v in got["headers"] if k.lower() not in FORWARDING]
+    return got
 
 
-def headers_named(echoed: dict, name: str) -> list[str]:
+def headers_named(echoed: dict, name: str, key: str = "headers") -> list[str]:
     """Values of every header called `name` (case-insensitive) that echo received, in order."""
-    return [v for k, v in echoed["headers"] if k.lower() == name.lower()]
+    return [v for k, v in echoed[key] if k.lower() == name.lower()]
 
 
 def _hdr_args(headers: Sequence[str]) -> list[str]:

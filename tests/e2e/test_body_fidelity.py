@@ -83,6 +83,25 @@ class RequestFidelityTest(harness.E2ETestCase):
                        b"Connection: X-Forwarded-For\r\nX-Forwarded-For: 10.9.8.7\r\n"
                        b"X-Kept: 2\r\n\r\n")
         self.assertEqual(sorted(got["headers"]), [["Host", "gw.example"], ["X-Kept", "2"]])
+        # The client's X-Forwarded-For was named in Connection: only ours remains.
+        self.assertEqual(peers.headers_named(got, "X-Forwarded-For", "forwarding"), ["127.0.0.1"])
+
+    def test_forwarding_fields_added(self):
+        got = self.ask(b"GET /fw HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n")
+        self.assertEqual(sorted(got["forwarding"]),
+                         [["Via", "1.1 natshttp-gateway"], ["X-Forwarded-For", "127.0.0.1"],
+                          ["X-Forwarded-Host", "gw.example"], ["X-Forwarded-Proto", "http"]])
+
+    def test_forwarding_fields_appended_to_chains(self):
+        got = self.ask(b"GET /fw2 HTTP/1.1\r\nHost: gw.example\r\nX-Forwarded-For: 10.0.0.1\r\n"
+                       b"X-Forwarded-For: 10.0.0.2\r\nVia: 1.0 front\r\n"
+                       b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: outer.example\r\n"
+                       b"Connection: close\r\n\r\n")
+        self.assertEqual(sorted(got["forwarding"]),
+                         [["Via", "1.0 front, 1.1 natshttp-gateway"],
+                          ["X-Forwarded-For", "10.0.0.1, 10.0.0.2, 127.0.0.1"],
+                          ["X-Forwarded-Host", "outer.example, gw.example"],
+                          ["X-Forwarded-Proto", "https, http"]])
 
     def test_forged_wire_headers_dropped(self):
         got = self.ask(b"GET /real?q=1 HTTP/1.1\r\nHost: gw.example\r\nX-Path: /forged\r\n"
