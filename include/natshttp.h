@@ -61,6 +61,7 @@ extern "C" {
     X(NATS, 503, "NATS connection error")                                       \
     X(OVERRUN, 502, "peer sent more than the buffer limit")                     \
     X(TRUNCATED, 502, "body ended early")                                       \
+    X(IDLE, 504, "transfer made no progress within the idle timeout")           \
     X(CANCELLED, 499, "cancelled")                                              \
     X(AGAIN, 503, "not ready, try again")                                       \
     X(CLOSED, 503, "closed")                                                    \
@@ -217,7 +218,7 @@ typedef struct natshttp_call_callbacks {
      * before). */
     void (*on_writable)(void *ctx, natshttp_call *call);
     /* Last callback, exactly once: OK when the whole response arrived;
-     * otherwise why it failed (NO_RESPONDERS, TIMEOUT, TRUNCATED, OVERRUN,
+     * otherwise why it failed (NO_RESPONDERS, TIMEOUT, TRUNCATED, IDLE,
      * BAD_MESSAGE, CANCELLED, ...). After it returns, the call is freed and
      * ctx is never used again. */
     void (*on_end)(void *ctx, natshttp_call *call, natshttp_status status);

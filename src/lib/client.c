@@ -579,7 +579,7 @@ static void check_timeouts(natshttp_client *c, int64_t now)
             why[n] = NATSHTTP_TIMEOUT;   /* the upload made no progress */
             expired[n++] = call;
         } else if (call->rx == RX_BODY && now - call->last_rx > c->idle_ms) {
-            why[n] = NATSHTTP_TRUNCATED;
+            why[n] = NATSHTTP_IDLE;
             expired[n++] = call;
         }
     }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #define COMP "gateway"
 #define GW_MAX_FIELDS 100   /* header fields in one request */
@@ -48,6 +49,8 @@ typedef struct gw_req {
     int64_t t0;
 
     natshttp_call *call;       /* NULL once on_end ran (or never started) */
+    int fd;                    /* the connection's socket, -1 before begin() */
+    bool completed;            /* libmicrohttpd is done with the request */
     bool started, body_expected, body_ended, suspended, writable;
 
     natshttp_head *resp;       /* set by on_head */
@@ -103,6 +106,19 @@ static void drop_queue(gw_req *r)
     r->qoff = r->queued = 0;
 }
 
+/* A response that broke off: the client must see the connection end now,
+ * even when it reads nothing (libmicrohttpd would only notice once the socket
+ * became writable). Shutting the socket down (not closing it: the fd stays
+ * libmicrohttpd's) makes its next poll fail, and it closes the connection.
+ * r->mu held; the completion callback takes it too, so the connection is
+ * still there. */
+static void cut_off(gw_req *r)
+{
+    drop_queue(r);
+    if (r->response_queued && !r->completed && r->fd >= 0)
+        shutdown(r->fd, SHUT_RDWR);
+}
+
 /* ---- NATS side (client dispatch thread) --------------------------------------------- */
 
 static void on_head(void *ctx, natshttp_call *call, const natshttp_head *resp)
@@ -146,7 +162,7 @@ static void on_body(void *ctx, natshttp_call *call, natshttp_chunk *chunk)
         pthread_mutex_lock(&r->mu);
         r->end_status = NATSHTTP_OVERRUN;
         r->ended = true;
-        drop_queue(r);
+        cut_off(r);
         wake(r);
         pthread_mutex_unlock(&r->mu);
         return;
@@ -189,6 +205,7 @@ static void on_end(void *ctx, natshttp_call *call, natshttp_status st)
     } else if (st != NATSHTTP_OK && st != NATSHTTP_CANCELLED) {
         NH_LOG_W(COMP, "%s %s: response broke off (%s); closing the connection", r->method,
                  r->target, natshttp_status_text(st));
+        cut_off(r);
     }
     wake(r);
     req_unref_locked(r);
@@ -523,6 +540,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             slot->pending = NULL;   /* the request is under way: completion frees it */
         r->started = true;
         r->conn = conn;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        r->fd = ci ? ci->connect_fd : -1;
         ret = begin(r, method);
         if (r->error_status && r->error_close) {
             /* Answer now: libmicrohttpd would otherwise read a body of unknown
@@ -596,6 +616,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     }
     r->g = cls;
     r->refs = 1;
+    r->fd = -1;
     pthread_mutex_init(&r->mu, NULL);
     if (slot)
         slot->pending = r;
@@ -616,6 +637,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (r->call)
         natshttp_call_cancel(r->call);
     r->ended = true;
+    r->completed = true;
     r->suspended = false;   /* the connection is gone: nothing to resume */
     int status = r->error_status ? r->error_status : r->resp ? natshttp_head_status(r->resp) : 0;
     if (r->started)
