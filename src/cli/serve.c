@@ -37,6 +37,8 @@ int cmd_serve(int argc, char **argv)
                  serve_opts, NOPTS);
         goto out;
     }
+    if (rc == 0 && !cfg.common.help)
+        rc = cli_check_common("serve", &cfg.common);
     if (rc == 0 && rest.n > 0)
         rc = cli_usage_error("serve", "unexpected argument '%s'", rest.items[0]);
     if (rc == 0 && !cfg.subject)
@@ -56,7 +58,11 @@ int cmd_serve(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    natshttp_server_options so = {.subject = cfg.subject, .group = cfg.group};
+    natshttp_server_options so = {.subject = cfg.subject,
+                                  .group = cfg.group,
+                                  .protocol = (int)cfg.common.protocol,
+                                  .window = cfg.common.window,
+                                  .idle_timeout_ms = cfg.common.idle_timeout * 1000};
     natshttp_files *files = NULL;
     natshttp_upstream *up = NULL;
     natshttp_status st;

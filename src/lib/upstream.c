@@ -12,17 +12,17 @@
  * takes posted ureqs off the ready list (one mutex, one curl_multi_wakeup),
  * adds their transfers, polls, and runs curl's callbacks: READFUNCTION feeds
  * the queued chunks to curl, freeing each as soon as it is copied, and pauses
- * the upload while the queue is empty; HEADERFUNCTION collects the response
- * head and answers the txn at its end; WRITEFUNCTION writes body bytes to the
- * txn as they come, and when the txn cannot take more (AGAIN) keeps the rest
- * and pauses the download until on_writable.
+ * the upload while the queue is empty; HEADERFUNCTION collects and checks the
+ * response head, which goes to the txn with the first body byte (at once when
+ * there is no body); WRITEFUNCTION writes body bytes to the txn as curl
+ * delivers them, and when the txn cannot take more (AGAIN) keeps the rest and
+ * pauses the download until on_writable.
  *
- * The server API has no per-txn context, so a map (txn address -> ureq)
- * finds the ureq in the callbacks. A ureq has two holders, like the txn: the
- * library's side until on_body_end (after it only on_writable names the txn)
- * and the curl thread until it finishes the txn. The last to let go removes
- * the map entry and frees the ureq, under the mutex, before the txn itself
- * can be freed, so a txn address is never a stale key.
+ * The ureq hangs off its txn (natshttp_txn_set_data), read and written only
+ * under the module's mutex. It has two holders, like the txn: the library's
+ * side until on_body_end, and the curl thread until it finishes the txn. The
+ * last to let go clears the txn's pointer and frees the ureq; a callback that
+ * comes later (on_writable can, in v2) finds NULL and does nothing.
  *
  * Memory per request: curl's receive buffer, the response bytes one write
  * left untaken (at most CURL_MAX_WRITE_SIZE, and as much again inside curl
@@ -90,6 +90,7 @@ struct ureq {
     natshttp_head *resp;
     int status;
     bool head_done, responded, no_body, failed, curl_done;
+    int64_t resp_cl;             /* the upstream's Content-Length, -1 when none or chunked */
     int fail_status;             /* answer when we gave up before responding */
     const char *fail_text;
     CURLcode done_code;
@@ -112,15 +113,14 @@ struct natshttp_upstream {
     long max_conns, buffer_size;
     size_t max_head;
 
-    pthread_mutex_t mu;
-    nh_table map;                /* txn address -> ureq */
+    pthread_mutex_t mu;          /* the ready list, every ureq's shared part, txn data */
     ureq *ready_head, *ready_tail;
-    bool stopping;
+    long live;                   /* ureqs not yet freed */
+    bool draining, drained, stopping;
+    pthread_cond_t drained_cv;
 
     ureq *active;                /* curl thread only */
 };
-
-static uint64_t key_of(const natshttp_txn *t) { return (uint64_t)(uintptr_t)t; }
 
 static void free_chunks(qchunk *q)
 {
@@ -292,9 +292,9 @@ static void on_request(void *ctx, natshttp_txn *txn, const natshttp_head *req)
     bool woke = false;
     if (st == NATSHTTP_OK) {
         pthread_mutex_lock(&up->mu);
-        if (nh_table_put(&up->map, key_of(txn), u) != 0)
-            st = NATSHTTP_NOMEM;
-        else if (u->body != BODY_UNKNOWN)
+        natshttp_txn_set_data(txn, u);
+        up->live++;
+        if (u->body != BODY_UNKNOWN)
             woke = post_locked(up, u, EV_START);
         pthread_mutex_unlock(&up->mu);
     }
@@ -318,7 +318,7 @@ static void on_body(void *ctx, natshttp_txn *txn, natshttp_chunk *chunk)
     qchunk *q = malloc(sizeof *q);
     bool woke = false;
     pthread_mutex_lock(&up->mu);
-    ureq *u = nh_table_get(&up->map, key_of(txn));
+    ureq *u = natshttp_txn_data(txn);
     if (!q || !u || u->finished || u->body == BODY_NONE) {
         if (u && !q && !u->finished)
             woke = post_locked(up, u, EV_ABORT);   /* a hole in the body: give up on it */
@@ -353,7 +353,7 @@ static void on_body_end(void *ctx, natshttp_txn *txn, natshttp_status status)
     qchunk *drop = NULL;
     bool woke = false, release = false;
     pthread_mutex_lock(&up->mu);
-    ureq *u = nh_table_get(&up->map, key_of(txn));
+    ureq *u = natshttp_txn_data(txn);
     if (!u) {
         pthread_mutex_unlock(&up->mu);
         return;
@@ -362,7 +362,8 @@ static void on_body_end(void *ctx, natshttp_txn *txn, natshttp_status status)
     u->body_status = status;
     if (u->finished) {
         release = true;
-        nh_table_del(&up->map, key_of(txn));
+        natshttp_txn_set_data(txn, NULL);
+        up->live--;
         drop = u->qhead;
         u->qhead = u->qtail = NULL;
     } else {
@@ -388,13 +389,25 @@ static void on_writable(void *ctx, natshttp_txn *txn)
 {
     natshttp_upstream *up = ctx;
     pthread_mutex_lock(&up->mu);
-    ureq *u = nh_table_get(&up->map, key_of(txn));
+    ureq *u = natshttp_txn_data(txn);
     bool woke = u && post_locked(up, u, EV_WRITABLE);
     pthread_mutex_unlock(&up->mu);
     wake(up, woke);
 }
 
 /* ---- curl callbacks (curl thread) ----------------------------------------------- */
+
+/* Gives up on the transfer from inside a curl callback; before the response
+ * head, the client gets `status`. Returning 0 then makes curl abort. */
+static size_t fail_cb(ureq *u, int status, const char *text)
+{
+    if (!u->failed) {
+        u->failed = true;
+        u->fail_status = status;
+        u->fail_text = text;
+    }
+    return 0;
+}
 
 static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud)
 {
@@ -424,8 +437,10 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud)
     }
     if (n > 0)
         ret = n;
+    else if (u->body_done && u->body_status == NATSHTTP_OK)
+        ret = 0;
     else if (u->body_done)
-        ret = u->body_status == NATSHTTP_OK ? 0 : CURL_READFUNC_ABORT;
+        ret = CURL_READFUNC_ABORT;
     else {
         u->send_paused = true;
         ret = CURL_READFUNC_PAUSE;
@@ -433,29 +448,34 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud)
     pthread_mutex_unlock(&up->mu);
     free_chunks(done);
 
+    if (ret == CURL_READFUNC_ABORT)
+        fail_cb(u, 502, "the request body broke off");
     u->waiting_body = ret == CURL_READFUNC_PAUSE;
     if (!u->waiting_body)
         u->wait_since = nh_now_ms();
     return ret;
 }
 
-/* Gives up on the transfer from inside a curl callback; before the response
- * head, the client gets `status`. Returning 0 then makes curl abort. */
-static size_t fail_cb(ureq *u, int status, const char *text)
+/* Answers the txn with the upstream's head. */
+static bool respond(ureq *u)
 {
-    if (!u->failed) {
-        u->failed = true;
-        u->fail_status = status;
-        u->fail_text = text;
+    natshttp_status st = natshttp_txn_respond(u->txn, u->resp, u->resp_cl);
+    u->responded = true;
+    if (st != NATSHTTP_OK) {
+        fail_cb(u, 502, natshttp_status_text(st));
+        return false;
     }
-    return 0;
+    return true;
 }
 
-/* The end of the final response head: answer the txn with it. */
-static bool respond(ureq *u)
+/* The end of the final response head. A head without a body is answered at
+ * once; one with a body goes out with the first body byte, so that an upstream
+ * dying before any byte still becomes a clean 502. */
+static bool head_end(ureq *u)
 {
     natshttp_head *h = u->resp;
     int64_t cl = -1;
+    u->head_done = true;
     if (natshttp_head_content_length(h, &cl) != NATSHTTP_OK) {
         fail_cb(u, 502, "conflicting or malformed Content-Length from the upstream");
         return false;
@@ -465,15 +485,10 @@ static bool respond(ureq *u)
     u->no_body = u->is_head || u->status == 204 || u->status == 304;
     if (u->status == 204)
         cl = -1;
+    u->resp_cl = cl;
     natshttp_head_strip_hop_by_hop(h);
     natshttp_head_remove(h, "Content-Length");
-    natshttp_status st = natshttp_txn_respond(u->txn, h, cl);
-    u->responded = true;
-    if (st != NATSHTTP_OK) {
-        fail_cb(u, 502, natshttp_status_text(st));
-        return false;
-    }
-    return true;
+    return (u->no_body || cl == 0) ? respond(u) : true;
 }
 
 static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
@@ -513,8 +528,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             u->resp = NULL;
             return total;
         }
-        u->head_done = true;
-        return respond(u) ? total : 0;
+        return head_end(u) ? total : 0;
     }
     if (buf[0] == ' ' || buf[0] == '\t')
         return fail_cb(u, 502, "obsolete line folding in the upstream's head");
@@ -538,10 +552,12 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
 {
     ureq *u = ud;
     size_t len = size * nmemb, taken = 0;
-    if (u->failed || !u->responded)
+    if (u->failed || !u->head_done)
         return fail_cb(u, 502, "body before the response head");
     if (u->no_body)
         return len;
+    if (!u->responded && !respond(u))
+        return 0;
     if (u->pend_off < u->pend_len) {
         /* Still holding untaken bytes: curl keeps these and delivers them again. */
         u->recv_paused = true;
@@ -549,7 +565,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
     }
     natshttp_status st = natshttp_txn_write(u->txn, data, len, &taken);
     u->body_bytes += (int64_t)taken;
-    if (st == NATSHTTP_OK)
+    if (st == NATSHTTP_OK || (st == NATSHTTP_AGAIN && taken == len))
         return len;
     if (st == NATSHTTP_AGAIN) {
         /* Keep what is left; the next delivery pauses curl until on_writable. */
@@ -611,8 +627,10 @@ static void release(natshttp_upstream *up, ureq *u)
     qchunk *drop = u->qhead;
     u->qhead = u->qtail = NULL;
     bool last = u->body_done;
-    if (last)
-        nh_table_del(&up->map, key_of(u->txn));
+    if (last) {
+        natshttp_txn_set_data(u->txn, NULL);
+        up->live--;
+    }
     pthread_mutex_unlock(&up->mu);
     free_chunks(drop);
     if (last)
@@ -637,7 +655,8 @@ static void end_request(natshttp_upstream *up, ureq *u, CURLcode code, const cha
             text = code == CURLE_OK ? "no response from the upstream"
                    : code == CURLE_OPERATION_TIMEDOUT ? "the upstream timed out"
                    : responded ? "the upstream broke off the response"
-                               : "the upstream failed before responding";
+                   : u->head_done ? "the upstream broke off before the body"
+                                  : "the upstream failed before responding";
         const char *detail = u->errbuf[0] ? u->errbuf : curl_easy_strerror(code);
         if (responded)
             NH_LOG_W(COMP, "%s %s: %s after %" PRId64 " body bytes (curl: %s)", u->method,
@@ -728,6 +747,15 @@ static void start_transfer(natshttp_upstream *up, ureq *u)
 /* The txn may take bytes again: send what it left, then let curl go on. */
 static void writable(natshttp_upstream *up, ureq *u)
 {
+    if (!u->responded) {
+        /* Nothing was written yet, so this says the client went away: a
+         * retry (of nothing) tells, and the upstream need not go on. */
+        if (natshttp_txn_write(u->txn, NULL, 0, NULL) == NATSHTTP_CANCELLED) {
+            fail_cb(u, 502, "the client went away");
+            end_request(up, u, CURLE_ABORTED_BY_CALLBACK, NULL);
+        }
+        return;
+    }
     if (u->pend_off < u->pend_len) {
         size_t taken = 0;
         natshttp_status st =
@@ -783,6 +811,12 @@ static void handle_events(natshttp_upstream *up, ureq *u, unsigned ev)
         writable(up, u);
 }
 
+static void abort_active(natshttp_upstream *up, const char *why)
+{
+    while (up->active)
+        end_request(up, up->active, CURLE_ABORTED_BY_CALLBACK, why);
+}
+
 /* Takes the posted events one ureq at a time; false once stopping. */
 static bool take_events(natshttp_upstream *up)
 {
@@ -792,6 +826,15 @@ static bool take_events(natshttp_upstream *up)
             pthread_mutex_unlock(&up->mu);
             return false;
         }
+        if (up->draining && !up->drained) {
+            /* Answer while the server can still carry answers (see _free). */
+            pthread_mutex_unlock(&up->mu);
+            abort_active(up, "shutting down");
+            pthread_mutex_lock(&up->mu);
+            up->drained = true;
+            pthread_cond_signal(&up->drained_cv);
+        }
+        bool draining = up->draining;
         ureq *u = up->ready_head;
         if (!u) {
             pthread_mutex_unlock(&up->mu);
@@ -803,6 +846,11 @@ static bool take_events(natshttp_upstream *up)
         if (ev & EV_BODY)
             u->send_paused = false;
         pthread_mutex_unlock(&up->mu);
+        if (draining && !u->active) {
+            u->fail_status = 503;
+            end_request(up, u, CURLE_ABORTED_BY_CALLBACK, "shutting down");
+            continue;
+        }
         handle_events(up, u, ev);
     }
 }
@@ -823,6 +871,8 @@ static void reap(natshttp_upstream *up)
         u->done_code = code;
         if (code == CURLE_OK && !u->head_done)
             fail_cb(u, 502, "no response head from the upstream");
+        else if (code == CURLE_OK && !u->failed && !u->responded)
+            respond(u);   /* an empty body (chunked or ended by closing) */
         if (code == CURLE_OK && !u->failed && u->pend_off < u->pend_len) {
             /* Finished on the wire; the txn still has to take the rest. */
             detach_easy(up, u);
@@ -860,8 +910,7 @@ static void stop_all(natshttp_upstream *up)
         if (!u->active)
             end_request(up, u, CURLE_ABORTED_BY_CALLBACK, "shutting down");
     }
-    while (up->active)
-        end_request(up, up->active, CURLE_ABORTED_BY_CALLBACK, "shutting down");
+    abort_active(up, "shutting down");
 }
 
 static void *curl_main(void *arg)
@@ -938,6 +987,7 @@ natshttp_status natshttp_upstream_new(natshttp_upstream **out, natsConnection *n
     if (!up)
         return NATSHTTP_NOMEM;
     pthread_mutex_init(&up->mu, NULL);
+    pthread_cond_init(&up->drained_cv, NULL);
     up->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     up->max_conns = opts->max_conns > 0 ? opts->max_conns : DEFAULT_MAX_CONNS;
     up->buffer_size = opts->buffer_size ? (long)opts->buffer_size : DEFAULT_BUFFER;
@@ -990,8 +1040,21 @@ void natshttp_upstream_free(natshttp_upstream *up)
 {
     if (!up)
         return;
+    /* First answer what is in flight (502) and what still comes (503): a v2
+     * server cancels the txns it still holds when freed, after which nothing
+     * sent for them reaches the client. */
+    if (up->thread_started) {
+        pthread_mutex_lock(&up->mu);
+        up->draining = true;
+        pthread_mutex_unlock(&up->mu);
+        curl_multi_wakeup(up->multi);
+        pthread_mutex_lock(&up->mu);
+        while (!up->drained)
+            pthread_cond_wait(&up->drained_cv, &up->mu);
+        pthread_mutex_unlock(&up->mu);
+    }
     /* No callback runs after this; every body has ended (CANCELLED if it was
-     * still arriving), so every ureq is posted or active. */
+     * still arriving), so every ureq left is posted or active. */
     natshttp_server_free(up->srv);
     if (up->thread_started) {
         pthread_mutex_lock(&up->mu);
@@ -1000,20 +1063,13 @@ void natshttp_upstream_free(natshttp_upstream *up)
         curl_multi_wakeup(up->multi);
         pthread_join(up->thread, NULL);
     }
-    /* Defensive: nothing should be left once both sides stopped. */
-    for (size_t i = 0; i < up->map.cap; i++) {
-        ureq *u = up->map.ids[i] ? up->map.slots[i] : NULL;
-        if (!u)
-            continue;
-        if (!u->finished)
-            natshttp_txn_finish(u->txn, false);
-        ureq_free(u);
-    }
-    nh_table_free(&up->map);
+    if (up->live != 0)
+        NH_LOG_E(COMP, "%ld requests left over at shutdown", up->live);
     if (up->multi)
         curl_multi_cleanup(up->multi);
     if (up->curl_inited)
         curl_global_cleanup();
+    pthread_cond_destroy(&up->drained_cv);
     pthread_mutex_destroy(&up->mu);
     free(up->origin);
     free(up->base);

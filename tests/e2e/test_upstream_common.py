@@ -1,0 +1,218 @@
+"""Shared fixtures of the test_upstream_* modules (this module holds no tests).
+
+- Upstream: tests/e2e/upstream_server.py as a harness.Proc on an ephemeral port;
+- UpstreamStack: nats-server, `nats-http serve --upstream`, `nats-http gateway`;
+- Conn: one keep-alive HTTP/1.1 connection over a raw socket, response by
+  response, so that stray bytes of one response show up in the next;
+- curl_full(): curl with the response head dumped and parsed;
+- echo(): the JSON the upstream's echo endpoint answered with.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import socket
+import sys
+import time
+from typing import Sequence
+
+import harness
+
+HERE = pathlib.Path(__file__).resolve().parent
+UPSTREAM_SCRIPT = HERE / "upstream_server.py"
+sys.path.insert(0, str(HERE))
+import upstream_server  # noqa: E402  (download_blocks, COOKIES, GZIP_BODY)
+
+# Header names of the wire format, which must never reach an HTTP peer.
+WIRE_HEADERS = ("x-path", "x-query", "x-fragment", "x-status", "x-status-code")
+
+
+def wire_leaks(headers) -> list[str]:
+    return [k for k, _ in headers if k.lower() in WIRE_HEADERS or k.lower().startswith("natshttp-")]
+
+
+class Upstream(harness.Proc):
+    """upstream_server.py on a loopback ephemeral port; `.port`, `.base`."""
+
+    def __init__(self, name: str = "upstream", **kw):
+        super().__init__([sys.executable, "-u", str(UPSTREAM_SCRIPT)], name=name,
+                         ready=r"upstream_server ready port=(\d+)", **kw)
+        self.port = int(self.match.group(1))
+        self.base = f"http://127.0.0.1:{self.port}"
+        harness.wait_until(lambda: harness.port_open(self.port), harness.START_TIMEOUT, 0.02,
+                           "upstream_server accepting")
+
+    def stats(self, sid: str | None = None) -> dict:
+        url = f"{self.base}/up/stats" + (f"?id={sid}" if sid else "")
+        return json.loads(harness.http_get(url))
+
+
+class UpstreamStack:
+    """Everything between an HTTP client and the upstream, on fresh ports.
+
+    upstream -> serve --upstream URL (subject `subject`) -> nats -> gateway.
+    `url` overrides the upstream URL given to serve (a base path, a dead port).
+    """
+
+    def __init__(self, subject: str = "up", serve_args: Sequence[str] = (),
+                 gateway_args: Sequence[str] = (), upstream: Upstream | None = None,
+                 url: str | None = None, nats: harness.Nats | None = None):
+        self.nats = nats or harness.Nats()
+        self.upstream = upstream if upstream is not None else (Upstream() if url is None else None)
+        self.url = url or self.upstream.base
+        self.serve = harness.serve_upstream(self.nats, subject, self.url, *serve_args)
+        self.gw = harness.gateway(self.nats, subject, *gateway_args)
+        self.base = self.gw.base
+        self.port = self.gw.port
+
+
+def echo(body: bytes) -> dict:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise AssertionError(f"not an echo answer: {body[:300]!r}") from e
+
+
+def echoed_headers(e: dict, name: str) -> list[str]:
+    return [v for k, v in e["headers"] if k.lower() == name.lower()]
+
+
+# --------------------------------------------------------------------------
+# Raw HTTP/1.1
+
+def build_request(method: str, target: str, headers: Sequence[tuple[str, str]] = (),
+                  body: bytes | None = None, host: str | None = "gw.example") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    lines += [f"{k}: {v}" if v != "" else f"{k}:" for k, v in headers]
+    if body is not None and not any(k.lower() in ("content-length", "transfer-encoding")
+                                    for k, _ in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+class Conn:
+    """One HTTP/1.1 connection: send requests, read exactly one response at a time."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 15):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.timeout = timeout
+        self.buf = b""
+        self.closed = False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _complete(self, method: str) -> bool:
+        try:
+            resp, _ = harness.parse_http_response(self.buf, method)
+        except ValueError:
+            return False
+        if not resp.complete:
+            return False
+        bodyless = method.upper() == "HEAD" or 100 <= resp.status < 200 or resp.status in (204, 304)
+        delimited = (resp.header("Content-Length") is not None
+                     or "chunked" in (resp.header("Transfer-Encoding") or "").lower())
+        return bodyless or delimited or self.closed
+
+    def response(self, method: str = "GET", timeout: float | None = None) -> harness.HttpResponse:
+        """The next final response; raises on timeout or on a close inside it."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            while not self._complete(method):
+                if self.closed:
+                    raise ConnectionError(f"connection closed inside a response: {self.buf[:300]!r}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no complete response: have {self.buf[:300]!r}")
+                self.sock.settimeout(left)
+                try:
+                    chunk = self.sock.recv(1 << 20)
+                except socket.timeout:
+                    continue
+                except ConnectionResetError:
+                    chunk = b""
+                if not chunk:
+                    self.closed = True
+                else:
+                    self.buf += chunk
+            resp, self.buf = harness.parse_http_response(self.buf, method)
+            if not 100 <= resp.status < 200:
+                return resp
+
+    def request(self, method: str, target: str, headers: Sequence[tuple[str, str]] = (),
+                body: bytes | None = None, host: str | None = "gw.example") -> harness.HttpResponse:
+        self.send(build_request(method, target, headers, body, host))
+        return self.response(method)
+
+    def read_until_close(self, timeout: float = 15) -> tuple[bytes, str]:
+        """Everything until the peer closes: (bytes, "closed" | "reset" | "timeout")."""
+        deadline = time.monotonic() + timeout
+        data = self.buf
+        self.buf = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return data, "timeout"
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                return data, "timeout"
+            except ConnectionResetError:
+                return data, "reset"
+            if not chunk:
+                return data, "closed"
+            data += chunk
+
+
+def raw_request(port: int, method: str, target: str, headers: Sequence[tuple[str, str]] = (),
+                body: bytes | None = None, host: str | None = "gw.example") -> harness.HttpResponse:
+    """One request with `Connection: close` on a fresh connection; the parsed answer."""
+    data = harness.raw_http(port, build_request(method, target, [*headers, ("Connection", "close")],
+                                                body, host), read_timeout=30)
+    resp, rest = harness.parse_http_response(data, method)
+    if rest:
+        raise AssertionError(f"{len(rest)} stray bytes after the response to {method} {target}: "
+                             f"{rest[:100]!r}")
+    return resp
+
+
+# --------------------------------------------------------------------------
+# curl
+
+def curl_full(url: str, *args, out: pathlib.Path | None = None, max_time: float = 30):
+    """curl --path-as-is URL with the head dumped: (rc, HttpResponse | None, body, stderr).
+
+    With `out` the body goes to that file and `body` is b"".
+    """
+    d = harness.tmpdir("curl")
+    hfile = d / "head"
+    bfile = out or d / "body"
+    rc, _, err = harness.curl("--path-as-is", "-D", hfile, "-o", bfile, *args, url,
+                              max_time=max_time)
+    head = hfile.read_bytes() if hfile.exists() else b""
+    blocks = [b for b in head.split(b"\r\n\r\n") if b.strip()]
+    resp = None
+    if blocks:
+        resp, _ = harness.parse_http_response(blocks[-1] + b"\r\n\r\n", "HEAD")
+    body = b"" if out else (bfile.read_bytes() if bfile.exists() else b"")
+    return rc, resp, body, err
+
+
+def upstream_lines(proc: harness.Proc, since: int = 0) -> list[str]:
+    """Log lines of component "upstream" a serve process wrote after byte `since`."""
+    text = proc.log_text().encode()[since:].decode("utf-8", "replace")
+    return [l for l in text.splitlines() if re.search(r"\bupstream: ", l)]
