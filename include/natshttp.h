@@ -309,6 +309,7 @@ natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64
  * requires); *taken says how many were taken. Returns OK when all were,
  * AGAIN when the client's flow-control window is full (on_writable follows
  * when it opens), CANCELLED when the client went away, or another error.
+ * A write of 0 bytes sends nothing and only reports CANCELLED or OK.
  * Any thread, one writer at a time. taken may be NULL. */
 natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len, size_t *taken);
 /* Ends the response and releases the application's hold on the txn. ok=false

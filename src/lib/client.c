@@ -349,6 +349,11 @@ static void on_handshake(natshttp_call *call, natsMsg *msg)
     const char *ver = nh_msg_header(msg, NH_HDR_VERSION);
     int64_t window = nh_parse_u63(nh_msg_header(msg, NH_HDR_WINDOW));
     pthread_mutex_lock(&call->mu);
+    /* v2: the server's control subject, for a cancel (also sent on its own
+     * by a server that is slow to answer a request without a body). */
+    if (ver && strcmp(ver, "2") == 0 && call->c->window > 0 && !call->srv_ctl[0] &&
+        strlen(natsMsg_GetReply(msg)) < sizeof call->srv_ctl)
+        snprintf(call->srv_ctl, sizeof call->srv_ctl, "%s", natsMsg_GetReply(msg));
     if (call->tx == TX_HANDSHAKE && !call->chunk_subject) {
         call->chunk_subject = strdup(natsMsg_GetReply(msg));
         if (!call->chunk_subject) {
@@ -357,7 +362,6 @@ static void on_handshake(natshttp_call *call, natsMsg *msg)
             if (ver && strcmp(ver, "2") == 0 && window >= 0 && call->c->window > 0) {
                 call->tx_v2 = true;
                 call->tx_allowed = window;
-                snprintf(call->srv_ctl, sizeof call->srv_ctl, "%s", call->chunk_subject);
             }
             call->tx = TX_STREAM;
             call->last_tx = nh_now_ms();

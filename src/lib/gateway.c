@@ -13,6 +13,7 @@
 #include "internal.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -21,9 +22,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define COMP "gateway"
 #define GW_MAX_FIELDS 100   /* header fields in one request */
+
+typedef struct gw_req gw_req;
 
 struct natshttp_gateway {
     natshttp_client *client;
@@ -32,6 +36,15 @@ struct natshttp_gateway {
     size_t max_buffer;
     size_t max_head;
     char *subject;
+
+    /* The watch: requests whose connection is suspended until the response
+     * head comes. libmicrohttpd does not poll a suspended socket, so without
+     * this a client that leaves before the head would go unnoticed. */
+    pthread_t watch;
+    bool watch_started, watch_stop;
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    gw_req *watched;
 };
 
 typedef struct qchunk {
@@ -39,8 +52,11 @@ typedef struct qchunk {
     struct qchunk *next;
 } qchunk;
 
-typedef struct gw_req {
+struct gw_req {
     natshttp_gateway *g;
+    gw_req *wnext;             /* on g->watched, under g->wmu */
+    _Atomic bool watching;     /* false once the head (or the end) came */
+    bool client_gone;          /* the watch saw the client close; under g->wmu */
     struct MHD_Connection *conn;
     pthread_mutex_t mu;
     int refs;
@@ -63,7 +79,7 @@ typedef struct gw_req {
     qchunk *qhead, *qtail;
     size_t qoff, queued;
     uint64_t bytes_out;
-} gw_req;
+};
 
 /* ---- shared helpers ------------------------------------------------------------ */
 
@@ -124,6 +140,7 @@ static void cut_off(gw_req *r)
 static void on_head(void *ctx, natshttp_call *call, const natshttp_head *resp)
 {
     gw_req *r = ctx;
+    r->watching = false;
     natshttp_head *copy = NULL;
     natshttp_status st = nh_head_clone(&copy, resp);
     pthread_mutex_lock(&r->mu);
@@ -191,6 +208,7 @@ static void on_writable(void *ctx, natshttp_call *call)
 static void on_end(void *ctx, natshttp_call *call, natshttp_status st)
 {
     gw_req *r = ctx;
+    r->watching = false;
     pthread_mutex_lock(&r->mu);
     r->call = NULL;
     if (!r->ended) {
@@ -597,6 +615,14 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     } else {
         r->suspended = true;
         MHD_suspend_connection(conn);
+        if (r->call && r->fd >= 0 && !r->watching) {
+            r->refs++;   /* the watch's */
+            r->watching = true;
+            pthread_mutex_lock(&r->g->wmu);
+            r->wnext = r->g->watched;
+            r->g->watched = r;
+            pthread_mutex_unlock(&r->g->wmu);
+        }
     }
     pthread_mutex_unlock(&r->mu);
     return ret;
@@ -658,6 +684,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     NH_LOG_D("mhd", "%s", line);
 }
 
+static void *watch_main(void *arg);
+
 natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
                                      const natshttp_gateway_options *opts)
 {
@@ -667,6 +695,8 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
     if (!g)
         return NATSHTTP_NOMEM;
     g->max_buffer = opts->max_buffer ? opts->max_buffer : 64u * 1024 * 1024;
+    pthread_mutex_init(&g->wmu, NULL);
+    pthread_cond_init(&g->wcv, NULL);
     g->max_head = opts->client.max_head ? opts->client.max_head : NATSHTTP_DEFAULT_MAX_HEAD;
     natshttp_status st = natshttp_client_new(&g->client, nc, &opts->client);
     if (st != NATSHTTP_OK) {
@@ -712,8 +742,64 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_BIND_PORT);
     g->port = info ? info->port : opts->listen_port;
+    if (pthread_create(&g->watch, NULL, watch_main, g) != 0) {
+        natshttp_gateway_free(g);
+        return NATSHTTP_NOMEM;
+    }
+    g->watch_started = true;
     *out = g;
     return NATSHTTP_OK;
+}
+
+/* Every half second: unlink what no longer waits; cancel the calls of clients
+ * that closed their end (EOF or error on a peek; a pipelined next request is
+ * data, not EOF). */
+static void *watch_main(void *arg)
+{
+    natshttp_gateway *g = arg;
+    pthread_mutex_lock(&g->wmu);
+    while (!g->watch_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 500 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g->wcv, &g->wmu, &until);
+        gw_req *done = NULL, **pp = &g->watched;
+        while (*pp) {
+            gw_req *r = *pp;
+            if (r->watching) {
+                char c;
+                ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+                r->client_gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+                                            errno != EINTR);
+            }
+            if (!r->watching || r->client_gone) {
+                *pp = r->wnext;   /* unlinked: from here on this thread alone holds r->wnext */
+                r->wnext = done;
+                done = r;
+            } else {
+                pp = &r->wnext;
+            }
+        }
+        pthread_mutex_unlock(&g->wmu);
+        while (done) {
+            gw_req *r = done;
+            done = r->wnext;
+            pthread_mutex_lock(&r->mu);
+            if (r->client_gone && r->call) {
+                NH_LOG_I(COMP, "%s %s: the client left before the response; cancelled", r->method,
+                         r->target);
+                natshttp_call_cancel(r->call);
+            }
+            req_unref_locked(r);
+        }
+        pthread_mutex_lock(&g->wmu);
+    }
+    pthread_mutex_unlock(&g->wmu);
+    return NULL;
 }
 
 uint16_t natshttp_gateway_port(const natshttp_gateway *g) { return g->port; }
@@ -722,11 +808,26 @@ void natshttp_gateway_free(natshttp_gateway *g)
 {
     if (!g)
         return;
+    if (g->watch_started) {
+        pthread_mutex_lock(&g->wmu);
+        g->watch_stop = true;
+        pthread_cond_signal(&g->wcv);
+        pthread_mutex_unlock(&g->wmu);
+        pthread_join(g->watch, NULL);
+    }
     /* The client first: every call ends (resuming its connection), then MHD
      * can stop without suspended connections left behind. */
     natshttp_client_free(g->client);
+    while (g->watched) {
+        gw_req *r = g->watched;
+        g->watched = r->wnext;
+        pthread_mutex_lock(&r->mu);
+        req_unref_locked(r);
+    }
     if (g->mhd)
         MHD_stop_daemon(g->mhd);
+    pthread_mutex_destroy(&g->wmu);
+    pthread_cond_destroy(&g->wcv);
     free(g->subject);
     free(g);
 }

@@ -25,6 +25,7 @@
 
 #define COMP "server"
 #define TICK_MS 100
+#define NH_ANNOUNCE_MS 250   /* an answer slower than this announces the control subject */
 
 enum { CMD_STOP = 1 };
 
@@ -60,6 +61,8 @@ struct natshttp_txn {
 
     /* request body, dispatch thread only */
     int64_t body_last, body_seq, body_received;
+    int64_t created;
+    bool told_ctl;           /* the client knows our control subject */
     nh_credit *body_credit;
 
     /* response, under mu */
@@ -270,6 +273,12 @@ natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len
     const uint8_t *p = data;
     size_t done = 0;
     pthread_mutex_lock(&t->mu);
+    if (len == 0) {
+        /* Nothing to send (an empty piece would end a v1 body); this is how
+         * a writer asks whether the client is still there. */
+        st = t->cancelled ? NATSHTTP_CANCELLED : NATSHTTP_OK;
+        goto out;
+    }
     if (t->cancelled) {
         st = NATSHTTP_CANCELLED;
         goto out;
@@ -545,6 +554,7 @@ static void on_request(natshttp_server *s, natsMsg *msg)
         t->nc = s->nc;
         t->id = ++s->next_id;
         t->resp_cl = -1;
+        t->created = nh_now_ms();
         t->hooks = &s->hooks;
         t->max_payload = natsConnection_GetMaxPayload(s->nc);
         snprintf(t->ctl, sizeof t->ctl, "%s.%" PRIu64, s->inbox, t->id);
@@ -599,8 +609,10 @@ static void on_request(natshttp_server *s, natsMsg *msg)
         }
         pthread_mutex_unlock(&s->core->mu);
     }
-    if (chunked)
+    if (chunked) {
         handshake(s, msg, t);
+        t->told_ctl = true;
+    }
     if (s->cb.on_request)
         s->cb.on_request(s->ctx, t, t->req);
     else
@@ -688,6 +700,15 @@ static void check_timeouts(natshttp_server *s, int64_t now)
         natshttp_txn *t = s->core->active.ids[i] ? s->core->active.slots[i] : NULL;
         if (!t)
             continue;
+        if (t->v2 && !t->told_ctl && now - t->created > NH_ANNOUNCE_MS) {
+            /* A slow answer: tell the client where a cancel goes (protocol.md 8.5). */
+            t->told_ctl = true;
+            pthread_mutex_lock(&t->mu);
+            bool unanswered = t->mode == R_NONE && !t->cancelled;
+            pthread_mutex_unlock(&t->mu);
+            if (unanswered)
+                nh_publish_control(s->nc, t->reply, t->ctl, NH_HDR_VERSION, "2");
+        }
         bool stalled_body = t->body_open && now - t->body_last > s->idle_ms;
         bool stalled_resp = t->v2 && !t->resp_over && t->want_writable &&
                             now - t->last_progress > s->idle_ms;
@@ -878,6 +899,16 @@ void natshttp_server_free(natshttp_server *s)
         pthread_mutex_unlock(&s->core->mu);
         if (!t)
             break;
+        /* The client must hear it: an answer if there was none, an abort if
+         * a v2 body was under way (a v1 body can only stop). */
+        pthread_mutex_lock(&t->mu);
+        if (!t->cancelled && t->mode == R_NONE) {
+            publish_error(t, 503, "natshttp: the server is stopping\n");
+            t->mode = R_DONE;
+        } else if (!t->cancelled && t->mode == R_CHUNKED && t->v2 && t->head_sent) {
+            publish_v2_end(t, NH_HDR_ABORT, "server stopping");
+        }
+        pthread_mutex_unlock(&t->mu);
         cancel_txn(s, t, "server stopping");
         pthread_mutex_lock(&s->core->mu);
         if (t->in_table) {
