@@ -172,6 +172,10 @@ natshttp_status natshttp_subject_compat(char *out, size_t cap, const char *prefi
                                         const char *method, const char *decoded_path,
                                         size_t path_len);
 
+/* True when prefix can be a server's subject: literal tokens separated by
+ * '.', none empty, no wildcard ('*', '>'), whitespace or control byte. */
+bool natshttp_subject_valid(const char *prefix);
+
 /* True for the nine methods the v1 format can carry. */
 bool natshttp_method_valid(const char *method);
 

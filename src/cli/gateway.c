@@ -66,6 +66,8 @@ int cmd_gateway(int argc, char **argv)
         rc = cli_usage_error("gateway", "unexpected argument '%s'", rest.items[0]);
     if (rc == 0 && !cfg.subject)
         rc = cli_usage_error("gateway", "--subject is required");
+    if (rc == 0 && !natshttp_subject_valid(cfg.subject))
+        rc = cli_usage_error("gateway", "--subject '%s' is not a literal NATS subject", cfg.subject);
     if (rc == 0) {
         listen = strdup(cfg.listen);
         if (!listen || split_listen(listen, &addr, &port) != 0)

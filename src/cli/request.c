@@ -155,6 +155,16 @@ int cmd_request(int argc, char **argv)
         rc = cli_usage_error("request", "URL has no subject: '%s'", url);
         goto out;
     }
+    if (strpbrk(subject, "@:")) {
+        rc = cli_usage_error("request", "'%s': a nats+http URL names a subject, not a user or port "
+                             "(the server is --server)", subject);
+        goto out;
+    }
+    if (!natshttp_subject_valid(subject)) {
+        rc = cli_usage_error("request", "'%s' is not a literal NATS subject (no user, port or wildcard)",
+                             subject);
+        goto out;
+    }
     if (plen == 0)
         strcpy(path, "/");
     else

@@ -43,6 +43,8 @@ int cmd_serve(int argc, char **argv)
         rc = cli_usage_error("serve", "unexpected argument '%s'", rest.items[0]);
     if (rc == 0 && !cfg.subject)
         rc = cli_usage_error("serve", "--subject is required");
+    if (rc == 0 && !natshttp_subject_valid(cfg.subject))
+        rc = cli_usage_error("serve", "--subject '%s' is not a literal NATS subject", cfg.subject);
     if (rc == 0 && !cfg.dir == !cfg.upstream)
         rc = cli_usage_error("serve", "exactly one of --dir and --upstream is required");
     if (rc == 0 && cfg.upstream && cfg.upstream_timeout == 0)

@@ -672,7 +672,7 @@ static void on_sub_complete(void *closure)
 natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
                                     const natshttp_client_options *opts)
 {
-    if (!out || !nc || !opts || !opts->subject || !*opts->subject)
+    if (!out || !nc || !opts || !nh_prefix_valid(opts->subject))
         return NATSHTTP_INVALID;
     if (opts->protocol != 0 && opts->protocol != 1 && opts->protocol != 2)
         return NATSHTTP_INVALID;

@@ -631,6 +631,7 @@ static const char *nh_reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 412: return "Precondition Failed";
     case 416: return "Range Not Satisfiable";
     default: return "Internal Server Error";
     }
@@ -665,8 +666,16 @@ static int nh_reply_errno(nh_req *q, int neg)
     return neg == -ENOMEM ? -ENOMEM : nh_reply_status(q, nh_files_errno_status(-neg));
 }
 
-/* Weak comparison (RFC 9110 8.8.3.2) of our quoted tag against a list. */
+/* Comparison of our quoted tag against a list (RFC 9110 8.8.3.2): weak for
+ * If-None-Match; strong for If-Match, where a W/ tag never matches. */
+static bool nh_etag_list_match_as(const char *list, const char *etag, bool strong);
+
 static bool nh_etag_list_match(const char *list, const char *etag)
+{
+    return nh_etag_list_match_as(list, etag, false);
+}
+
+static bool nh_etag_list_match_as(const char *list, const char *etag, bool strong)
 {
     size_t elen = strlen(etag);
     const char *p = list;
@@ -680,9 +689,14 @@ static bool nh_etag_list_match(const char *list, const char *etag)
             if (*e == '\0' || *e == ',')
                 return true;
         }
-        if (p[0] == 'W' && p[1] == '/')
+        bool weak = p[0] == 'W' && p[1] == '/';
+        if (weak)
             p += 2;
-        if (*p != '"') { /* not an entity-tag: skip the element */
+        if (*p != '"' || (weak && strong)) { /* not a (usable) entity-tag: skip the element */
+            if (*p == '"') {
+                const char *end = strchr(p + 1, '"');
+                p = end ? end + 1 : p + strlen(p);
+            }
             while (*p && *p != ',')
                 p++;
             continue;
@@ -725,10 +739,24 @@ static int nh_serve_file(nh_req *q, const char *rel, const struct stat *want)
              (uint64_t)st.st_size, mns);
     bool have_lmod = nh_http_date_format(q->lmod, st.st_mtim.tv_sec) == 0;
 
+    /* Preconditions in the order of RFC 9110 13.2.2. */
+    time_t since;
+    const char *im = nh_req_get(q, "If-Match");
+    const char *ius;
+    bool failed = false;
+    if (im)
+        failed = !nh_etag_list_match_as(im, q->etag, true);
+    else if ((ius = nh_req_get(q, "If-Unmodified-Since")) && nh_http_date_parse(ius, &since) == 0)
+        failed = st.st_mtim.tv_sec > since;
+    if (failed) {
+        close(fd);
+        nh_req_hdr(q, "ETag", q->etag);
+        return nh_reply_status(q, 412);
+    }
+
     bool not_modified = false;
     const char *inm = nh_req_get(q, "If-None-Match");
     const char *ims;
-    time_t since;
     if (inm)
         not_modified = nh_etag_list_match(inm, q->etag);
     else if ((ims = nh_req_get(q, "If-Modified-Since")) && nh_http_date_parse(ims, &since) == 0)

@@ -38,6 +38,10 @@
 
 bool nh_log_enabled(natshttp_log_level level);
 
+/* A subject prefix a server may subscribe under and a client publish to:
+ * literal tokens only (no wildcard, whitespace or empty token). */
+bool nh_prefix_valid(const char *prefix);
+
 /* ---- time ---- */
 int64_t nh_now_ms(void);
 

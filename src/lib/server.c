@@ -786,7 +786,7 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
                                     const natshttp_server_options *opts,
                                     const natshttp_server_callbacks *cb, void *ctx)
 {
-    if (!out || !nc || !opts || !opts->subject || !*opts->subject || !cb)
+    if (!out || !nc || !opts || !nh_prefix_valid(opts->subject) || !cb)
         return NATSHTTP_INVALID;
     if (opts->protocol != 0 && opts->protocol != 1 && opts->protocol != 2)
         return NATSHTTP_INVALID;

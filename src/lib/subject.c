@@ -104,3 +104,20 @@ natshttp_status natshttp_subject_compat(char *out, size_t cap, const char *prefi
     out[b.len] = 0;
     return NATSHTTP_OK;
 }
+
+bool nh_prefix_valid(const char *p)
+{
+    if (!p || !*p || *p == '.')
+        return false;
+    size_t n = strlen(p);
+    if (p[n - 1] == '.' || n > NH_MAX_SUBJECT / 2)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c <= 0x20 || c == 0x7f || c == '*' || c == '>' || (c == '.' && p[i + 1] == '.'))
+            return false;
+    }
+    return true;
+}
+
+bool natshttp_subject_valid(const char *prefix) { return nh_prefix_valid(prefix); }

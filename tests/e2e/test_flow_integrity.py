@@ -48,9 +48,11 @@ class LostPieceDownloadTest(harness.E2ETestCase):
         self.assertEqual(rc, 18, f"curl must see the body cut short: {err}")
         self.assertEqual(code, "200")
         self.assertLess(got, SIZE)
-        self.assertEqual(out.stat().st_size, got)
-        # what did arrive is the file's first bytes, exactly the pieces before the gap
-        self.assertEqual(harness.sha256_file(out), fc.sha256_prefix(self.path, got))
+        # curl writes no file when no body byte came (the gateway may cut before any)
+        self.assertEqual(out.stat().st_size if out.exists() else 0, got)
+        # what did arrive is the file's first bytes, from the pieces before the gap
+        if got:
+            self.assertEqual(harness.sha256_file(out), fc.sha256_prefix(self.path, got))
         gw.wait_for(r"GET /big16\.bin: response broke off \(body ended early\); "
                     r"closing the connection", 5)
         due, came = (seq, seq + 1) if hook.endswith("DROP_SEQ") else (seq + 1, seq)

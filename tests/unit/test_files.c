@@ -864,6 +864,44 @@ static void test_if_modified_since(void **state)
     resp_free(&x);
 }
 
+/* If-Match (strong) and If-Unmodified-Since come first (RFC 9110 13.2.2). */
+static void test_preconditions_412(void **state)
+{
+    (void)state;
+    resp x;
+    char weak[96], list[200];
+    snprintf(weak, sizeof weak, "W/%s", g.big_etag);
+    snprintf(list, sizeof list, "\"other\", %s", g.big_etag);
+    cond_req("GET", "If-Match", "\"nope\"", NULL, NULL, &x);
+    assert_int_equal(x.r.status, 412);
+    assert_int_equal(x.r.fd, -1);
+    expect_hdr(&x, "ETag", g.big_etag);
+    resp_free(&x);
+    cond_req("GET", "If-Match", weak, NULL, NULL, &x);   /* weak never matches If-Match */
+    assert_int_equal(x.r.status, 412);
+    resp_free(&x);
+    cond_req("GET", "If-Match", list, NULL, NULL, &x);
+    assert_int_equal(x.r.status, 200);
+    expect_body(&x, g.big, BIG_SIZE);
+    resp_free(&x);
+    cond_req("HEAD", "If-Match", "*", NULL, NULL, &x);
+    assert_int_equal(x.r.status, 200);
+    resp_free(&x);
+    cond_req("GET", "If-Unmodified-Since", "Sun, 06 Nov 1994 08:49:36 GMT", NULL, NULL, &x);
+    assert_int_equal(x.r.status, 412);
+    resp_free(&x);
+    cond_req("GET", "If-Unmodified-Since", MTIME_TEXT, NULL, NULL, &x);
+    assert_int_equal(x.r.status, 200);
+    resp_free(&x);
+    /* If-Match present: If-Unmodified-Since is ignored; and 412 wins over 304. */
+    cond_req("GET", "If-Match", g.big_etag, "If-Unmodified-Since", "Sun, 06 Nov 1994 08:49:36 GMT", &x);
+    assert_int_equal(x.r.status, 200);
+    resp_free(&x);
+    cond_req("GET", "If-Match", "\"nope\"", "If-None-Match", "*", &x);
+    assert_int_equal(x.r.status, 412);
+    resp_free(&x);
+}
+
 /* ---- containment (BR-16) ---- */
 
 static void check_traversal(nh_files *f)
@@ -1311,6 +1349,7 @@ int main(void)
         cmocka_unit_test(test_range_empty_file),
         cmocka_unit_test(test_if_none_match),
         cmocka_unit_test(test_if_modified_since),
+        cmocka_unit_test(test_preconditions_412),
         cmocka_unit_test(test_traversal_openat2),
         cmocka_unit_test(test_traversal_fallback),
         cmocka_unit_test(test_special_files),
