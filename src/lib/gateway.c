@@ -662,14 +662,20 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     pthread_mutex_lock(&r->mu);
     if (r->call)
         natshttp_call_cancel(r->call);
+    /* Whose end it was: the response broke off on the NATS side, or the client left. */
+    char note[96] = "";
+    if (r->ended && r->head_ready && r->end_status != NATSHTTP_OK &&
+        r->end_status != NATSHTTP_CANCELLED)
+        snprintf(note, sizeof note, " (response broke off: %s)", natshttp_status_text(r->end_status));
+    else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        snprintf(note, sizeof note, " (connection closed early)");
     r->ended = true;
     r->completed = true;
     r->suspended = false;   /* the connection is gone: nothing to resume */
     int status = r->error_status ? r->error_status : r->resp ? natshttp_head_status(r->resp) : 0;
     if (r->started)
         NH_LOG_I(COMP, "access %s %s %d %" PRIu64 "B %" PRId64 "ms%s", r->method, r->target,
-                 status, r->bytes_out, nh_now_ms() - r->t0,
-                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
+                 status, r->bytes_out, nh_now_ms() - r->t0, note);
     drop_queue(r);
     req_unref_locked(r);
 }
