@@ -8,7 +8,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: nats-http COMMAND [OPTIONS]\n\n"
                "HTTP/1.1 carried over NATS.\n\n"
                "commands:\n"
-               "  serve     answer HTTP requests arriving on a NATS subject from a directory\n"
+               "  serve     answer HTTP requests arriving on a NATS subject, from a directory\n"
+               "            (--dir) or an upstream HTTP server (--upstream)\n"
                "  gateway   an HTTP listener that forwards every request to a NATS subject\n"
                "  request   send one request to a nats+http:// URL, like curl\n\n"
                "'nats-http COMMAND --help' describes each; 'nats-http --version' prints the version.\n");
