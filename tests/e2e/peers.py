@@ -25,6 +25,8 @@ that started it ends. The binaries come from NATSHTTP_ECHO / NATSHTTP_NATSRAW
 from __future__ import annotations
 
 import json
+import socket
+import time
 import os
 import random
 import re
@@ -482,3 +484,117 @@ def undouble_mhd_error(data: bytes) -> bytes:
         if rest.startswith(head):
             return rest
     return data
+
+
+# ---- one raw HTTP/1.1 connection, for the tests that need exact bytes
+
+def build_request(method: str, target: str, headers: Sequence[tuple[str, str]] = (),
+                  body: bytes | None = None, host: str | None = "gw.example") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    lines += [f"{k}: {v}" if v != "" else f"{k}:" for k, v in headers]
+    if body is not None and not any(k.lower() in ("content-length", "transfer-encoding")
+                                    for k, _ in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+class Conn:
+    """One HTTP/1.1 connection: send requests, read exactly one response at a time."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 15):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.timeout = timeout
+        self.buf = b""
+        self.closed = False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _complete(self, method: str) -> bool:
+        try:
+            resp, _ = harness.parse_http_response(self.buf, method)
+        except ValueError:
+            return False
+        if not resp.complete:
+            return False
+        bodyless = method.upper() == "HEAD" or 100 <= resp.status < 200 or resp.status in (204, 304)
+        delimited = (resp.header("Content-Length") is not None
+                     or "chunked" in (resp.header("Transfer-Encoding") or "").lower())
+        return bodyless or delimited or self.closed
+
+    def response(self, method: str = "GET", timeout: float | None = None) -> harness.HttpResponse:
+        """The next final response; raises on timeout or on a close inside it."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            while not self._complete(method):
+                if self.closed:
+                    raise ConnectionError(f"connection closed inside a response: {self.buf[:300]!r}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no complete response: have {self.buf[:300]!r}")
+                self.sock.settimeout(left)
+                try:
+                    chunk = self.sock.recv(1 << 20)
+                except socket.timeout:
+                    continue
+                except ConnectionResetError:
+                    chunk = b""
+                if not chunk:
+                    self.closed = True
+                else:
+                    self.buf += chunk
+            resp, self.buf = harness.parse_http_response(self.buf, method)
+            if not 100 <= resp.status < 200:
+                return resp
+
+    def request(self, method: str, target: str, headers: Sequence[tuple[str, str]] = (),
+                body: bytes | None = None, host: str | None = "gw.example") -> harness.HttpResponse:
+        self.send(build_request(method, target, headers, body, host))
+        return self.response(method)
+
+    def read_until_close(self, timeout: float = 15) -> tuple[bytes, str]:
+        """Everything until the peer closes: (bytes, "closed" | "reset" | "timeout")."""
+        deadline = time.monotonic() + timeout
+        data = self.buf
+        self.buf = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return data, "timeout"
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                return data, "timeout"
+            except ConnectionResetError:
+                return data, "reset"
+            if not chunk:
+                return data, "closed"
+            data += chunk
+
+    def at_eof(self, wait: float = 0.5) -> bool:
+        """True if the peer closed the connection and sent nothing more."""
+        if self.buf:
+            return False
+        if self.closed:
+            return True
+        self.sock.settimeout(wait)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+        self.buf += chunk
+        return not chunk

@@ -22,6 +22,7 @@ import time
 from typing import Sequence
 
 import harness
+from peers import Conn, build_request  # noqa: F401  (used by the static modules)
 
 # Header names of the v1 wire (protocol.md sections 2 and 5).
 WIRE_HEADERS = ("x-path", "x-query", "x-fragment", "x-status", "x-status-code")
@@ -117,97 +118,6 @@ def make_tree(base: pathlib.Path) -> Tree:
 
 # --------------------------------------------------------------------------
 # A keep-alive connection over a raw socket
-
-def build_request(method: str, target: str, headers: Sequence[tuple[str, str]] = (),
-                  body: bytes | None = None, host: str = "gw.example") -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    if body is not None and not any(k.lower() in ("content-length", "transfer-encoding")
-                                    for k, _ in headers):
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-
-
-class Conn:
-    """One HTTP/1.1 connection: send requests, read exactly one response at a time."""
-
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 15):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.timeout = timeout
-        self.buf = b""
-        self.closed = False
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _need_more(self, method: str) -> bool:
-        try:
-            resp, _ = harness.parse_http_response(self.buf, method)
-        except ValueError:
-            return True
-        if not resp.complete:
-            return True
-        bodyless = (method.upper() == "HEAD" or 100 <= resp.status < 200
-                    or resp.status in (204, 304))
-        delimited = (resp.header("Content-Length") is not None
-                     or "chunked" in (resp.header("Transfer-Encoding") or "").lower())
-        return not bodyless and not delimited and not self.closed  # close-delimited
-
-    def response(self, method: str = "GET", timeout: float | None = None) -> harness.HttpResponse:
-        """The next final response (1xx are skipped); raises on timeout or early close."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            while self._need_more(method):
-                if self.closed:
-                    raise ConnectionError(f"connection closed inside a response: {self.buf[:300]!r}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no complete response: have {self.buf[:300]!r}")
-                self.sock.settimeout(left)
-                try:
-                    chunk = self.sock.recv(1 << 20)
-                except socket.timeout:
-                    continue
-                except ConnectionResetError:
-                    chunk = b""
-                if not chunk:
-                    self.closed = True
-                else:
-                    self.buf += chunk
-            resp, self.buf = harness.parse_http_response(self.buf, method)
-            if not 100 <= resp.status < 200:
-                return resp
-
-    def request(self, method: str, target: str, headers: Sequence[tuple[str, str]] = (),
-                body: bytes | None = None) -> harness.HttpResponse:
-        self.send(build_request(method, target, headers, body))
-        return self.response(method)
-
-    def at_eof(self, wait: float = 0.5) -> bool:
-        """True if the peer closed the connection and sent nothing more."""
-        if self.buf:
-            return False
-        if self.closed:
-            return True
-        self.sock.settimeout(wait)
-        try:
-            chunk = self.sock.recv(65536)
-        except socket.timeout:
-            return False
-        except ConnectionResetError:
-            return True
-        self.buf += chunk
-        return not chunk
-
 
 def raw_get(port: int, target: str, headers: Sequence[tuple[str, str]] = (),
             method: str = "GET") -> harness.HttpResponse:

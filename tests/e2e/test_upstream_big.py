@@ -101,7 +101,12 @@ class BigTest(harness.E2ETestCase):
         self.run_both("v2")
 
     def test_256MiB_download_and_upload_v1_peers(self):
-        self.run_both("v1", serve_args=["--protocol", "1"], gateway_args=["--protocol", "1"])
+        # v1 has no flow control: when the client side is slower than NATS (this
+        # machine is shared), the gateway buffers, and past --max-buffer it cuts
+        # the response off by design (bench/memory.py shows it). Room for all of
+        # it keeps this a test of v1 correctness, not of the machine's speed.
+        self.run_both("v1", serve_args=["--protocol", "1"],
+                      gateway_args=["--protocol", "1", "--max-buffer", str(512 << 20)])
 
 
 if __name__ == "__main__":
