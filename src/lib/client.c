@@ -53,6 +53,7 @@ struct natshttp_call {
     char *chunk_subject;
     bool pending_end, want_writable;
     int64_t max_payload;
+    int64_t head_size;       /* subject, reply and headers of the first message (with a body) */
     bool tx_v2;              /* the server's handshake was v2: credit applies */
     int64_t tx_allowed, tx_after_first, tx_total, tx_seq;
     _Atomic int64_t last_tx; /* progress of the upload, for the idle check */
@@ -163,16 +164,10 @@ static natshttp_status publish_end(natshttp_call *call)
     return nh_publish_control(call->c->nc, call->chunk_subject, reply, NH_HDR_END, num);
 }
 
+/* Body bytes the first message can carry next to the head. */
 static size_t first_room(natshttp_call *call)
 {
-    natsMsg *m = NULL;
-    size_t hdr = 0;
-    if (nh_wire_request_msg(&m, call->c->prefix, call->req, call->reply, true,
-                            announced_window(call), NULL, 0) == NATSHTTP_OK) {
-        hdr = nh_wire_header_size(m) + strlen(natsMsg_GetSubject(m));
-        natsMsg_Destroy(m);
-    }
-    return (size_t)payload_room(call, hdr + strlen(call->reply));
+    return (size_t)payload_room(call, (size_t)call->head_size);
 }
 
 natshttp_status natshttp_call_write(natshttp_call *call, const void *data, size_t len,
@@ -802,20 +797,26 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
     if (call->max_payload <= 0)
         call->max_payload = 1024 * 1024;
 
-    /* The whole head must fit in one message (with room for body bytes). */
-    natsMsg *probe = NULL;
     pthread_mutex_lock(&c->mu);
     call->id = c->next_id++;
     pthread_mutex_unlock(&c->mu);
     snprintf(call->reply, sizeof call->reply, "%s.%" PRIu64, c->inbox, call->id);
-    st = nh_wire_request_msg(&probe, c->prefix, req, call->reply, body_len == -2, c->window, NULL, 0);
+    /* With a body, its framing depends on the size of the head: measure it
+     * (the head must fit with room for body bytes). Without one, the first
+     * message is all there is, and nats.c refuses it if it is too large. */
     int64_t head_size = 0;
-    if (st == NATSHTTP_OK) {
-        head_size = (int64_t)(strlen(natsMsg_GetSubject(probe)) + strlen(call->reply) +
-                              nh_wire_header_size(probe));
-        natsMsg_Destroy(probe);
-        if (head_size + NH_SUBJECT_ROOM > call->max_payload)
-            st = NATSHTTP_HEAD_TOO_LARGE;
+    if (body_len != -1) {
+        natsMsg *probe = NULL;
+        st = nh_wire_request_msg(&probe, c->prefix, req, call->reply, body_len == -2, c->window,
+                                 NULL, 0);
+        if (st == NATSHTTP_OK) {
+            head_size = (int64_t)(strlen(natsMsg_GetSubject(probe)) + strlen(call->reply) +
+                                  nh_wire_header_size(probe));
+            natsMsg_Destroy(probe);
+            if (head_size + NH_SUBJECT_ROOM > call->max_payload)
+                st = NATSHTTP_HEAD_TOO_LARGE;
+        }
+        call->head_size = head_size;
     }
     if (st == NATSHTTP_OK && body && body_len >= 0 && head_size + body_len > call->max_payload)
         st = NATSHTTP_BODY_TOO_LARGE;   /* a body given here must fit one message */

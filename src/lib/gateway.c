@@ -35,7 +35,6 @@ struct natshttp_gateway {
     uint16_t port;
     size_t max_buffer;
     size_t max_head;
-    char *subject;
 
     /* The watch: requests whose connection is suspended until the response
      * head comes. libmicrohttpd does not poll a suspended socket, so without
@@ -834,6 +833,5 @@ void natshttp_gateway_free(natshttp_gateway *g)
         MHD_stop_daemon(g->mhd);
     pthread_mutex_destroy(&g->wmu);
     pthread_cond_destroy(&g->wcv);
-    free(g->subject);
     free(g);
 }

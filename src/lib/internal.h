@@ -66,7 +66,8 @@ void nh_credit_consumed(nh_credit *c, size_t n, const char *target);
 /* Publishes a data-less message with one control header. */
 natshttp_status nh_publish_control(natsConnection *nc, const char *subject, const char *reply,
                                    const char *key, const char *value);
-/* Parses "<base>.<id>[.<seq>]" where base has `base_tokens` tokens. */
+/* Parses "<base>.<id>[.<seq>]", base being the first base_len bytes; seq is
+ * -1 when absent. False when the rest is not of that form. */
 bool nh_parse_ids(const char *subject, size_t base_len, uint64_t *id, int64_t *seq);
 
 /* ---- chunks ---- */
@@ -131,8 +132,6 @@ int nh_table_put(nh_table *t, uint64_t id, void *obj);
 void *nh_table_get(const nh_table *t, uint64_t id);
 void *nh_table_del(nh_table *t, uint64_t id);
 void nh_table_free(nh_table *t);
-/* Parses the decimal id that ends a subject "<prefix>.<id>"; 0 when there is none. */
-uint64_t nh_subject_id(const char *subject);
 
 /* Tagged queue items: a natsMsg pointer, or a command (low bit set). */
 typedef struct nh_cmd {

@@ -72,6 +72,7 @@ struct natshttp_txn {
     int64_t resp_cl, sent, allowed, seq, last_progress;
     uint8_t *buf;
     size_t buf_len;
+    size_t head_size;        /* of the head without data, by the peer's rule */
     bool head_sent, want_writable, cancelled;
     int64_t max_payload;
     const nh_hooks *hooks;
@@ -231,17 +232,20 @@ natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64
     } else if (cl == 0) {
         t->mode = R_SINGLE;
         st = publish_head(t, NULL, 0);
-    } else if (cl > 0 && (int64_t)head_wire_size(t) + cl < t->max_payload - NH_SUBJECT_ROOM) {
-        t->mode = R_SINGLE;
-        t->buf = malloc((size_t)cl);
-        if (!t->buf)
-            st = NATSHTTP_NOMEM;
     } else {
-        t->mode = R_CHUNKED;
-        if ((int64_t)head_wire_size(t) + NH_SUBJECT_ROOM >= t->max_payload)
-            st = NATSHTTP_HEAD_TOO_LARGE;
-        else if (t->v2)
-            st = publish_head(t, NULL, 0);   /* v2 ends bodies explicitly: the head need not wait */
+        t->head_size = head_wire_size(t);   /* measured once: the head is fixed now */
+        if (cl > 0 && (int64_t)t->head_size + cl < t->max_payload - NH_SUBJECT_ROOM) {
+            t->mode = R_SINGLE;
+            t->buf = malloc((size_t)cl);
+            if (!t->buf)
+                st = NATSHTTP_NOMEM;
+        } else {
+            t->mode = R_CHUNKED;
+            if ((int64_t)t->head_size + NH_SUBJECT_ROOM >= t->max_payload)
+                st = NATSHTTP_HEAD_TOO_LARGE;
+            else if (t->v2)
+                st = publish_head(t, NULL, 0);   /* v2 ends bodies explicitly: the head need not wait */
+        }
     }
     pthread_mutex_unlock(&t->mu);
     return st;
@@ -306,10 +310,8 @@ natshttp_status natshttp_txn_write(natshttp_txn *t, const void *data, size_t len
     case R_CHUNKED:
         while (done < len && st == NATSHTTP_OK) {
             size_t room = natshttp_txn_chunk_size(t);
-            if (!t->head_sent) {
-                size_t hs = head_wire_size(t);
-                room = room > hs + 1 ? room - hs : 1;
-            }
+            if (!t->head_sent)
+                room = room > t->head_size + 1 ? room - t->head_size : 1;
             size_t n = len - done < room ? len - done : room;
             if (t->v2) {
                 int64_t avail = t->allowed - t->sent;

@@ -98,20 +98,6 @@ void nh_table_free(nh_table *t)
     memset(t, 0, sizeof *t);
 }
 
-uint64_t nh_subject_id(const char *subject)
-{
-    const char *dot = strrchr(subject, '.');
-    if (!dot || !dot[1])
-        return 0;
-    uint64_t id = 0;
-    for (const char *p = dot + 1; *p; p++) {
-        if (*p < '0' || *p > '9' || id > UINT64_MAX / 10 - 1)
-            return 0;
-        id = id * 10 + (uint64_t)(*p - '0');
-    }
-    return id;
-}
-
 bool nh_parse_ids(const char *subject, size_t base_len, uint64_t *id, int64_t *seq)
 {
     if (strlen(subject) <= base_len + 1 || subject[base_len] != '.')

@@ -16,7 +16,7 @@
 static natsStatus add_fields(natsMsg *m, const natshttp_head *h)
 {
     natsStatus s = NATS_OK;
-    char empty[1024];
+    char *empty = NULL;   /* "name,name,...", sized on the first empty value */
     size_t elen = 0;
     for (size_t i = 0; s == NATS_OK && i < natshttp_head_count(h); i++) {
         const char *n, *v;
@@ -26,20 +26,32 @@ static natsStatus add_fields(natsMsg *m, const natshttp_head *h)
             continue;
         if (*v) {
             s = natsMsgHeader_Add(m, n, v);
-        } else {
-            size_t nl = strlen(n);
-            if (elen + nl + 2 < sizeof empty) {
-                if (elen)
-                    empty[elen++] = ',';
-                memcpy(empty + elen, n, nl);
-                elen += nl;
+            continue;
+        }
+        if (!empty) {
+            size_t cap = 1;
+            for (size_t j = i; j < natshttp_head_count(h); j++) {
+                const char *n2, *v2;
+                natshttp_head_at(h, j, &n2, &v2);
+                cap += strlen(n2) + 1;
+            }
+            empty = malloc(cap);
+            if (!empty) {
+                s = NATS_NO_MEMORY;
+                break;
             }
         }
+        if (elen)
+            empty[elen++] = ',';
+        size_t nl = strlen(n);
+        memcpy(empty + elen, n, nl);
+        elen += nl;
     }
     if (s == NATS_OK && elen) {
         empty[elen] = 0;
         s = natsMsgHeader_Set(m, NH_HDR_EMPTY, empty);
     }
+    free(empty);
     return s;
 }
 

@@ -356,10 +356,6 @@ static void table_ops(void **state)
         assert_ptr_equal(nh_table_get(&t, (uint64_t)i + 1), i % 2 ? &objs[i] : NULL);
     assert_int_equal(t.len, 1500);
     nh_table_free(&t);
-    assert_int_equal(nh_subject_id("_INBOX.abc.42"), 42);
-    assert_int_equal(nh_subject_id("_INBOX.abc.4x"), 0);
-    assert_int_equal(nh_subject_id("_INBOX.abc."), 0);
-    assert_int_equal(nh_subject_id("nodot"), 0);
 }
 
 /* v2 subjects: "<base>.<id>[.<seq>]", and the numbers in v2 headers. */
