@@ -28,6 +28,7 @@ import json
 import socket
 import time
 import os
+import pathlib
 import random
 import re
 import subprocess
@@ -598,3 +599,35 @@ class Conn:
             return True
         self.buf += chunk
         return not chunk
+
+
+def raw_request(port: int, method: str, target: str, headers: Sequence[tuple[str, str]] = (),
+                body: bytes | None = None, host: str | None = "gw.example",
+                read_timeout: float = 30) -> harness.HttpResponse:
+    """One request with `Connection: close` on a fresh connection; the parsed answer."""
+    data = harness.raw_http(port, build_request(method, target, [*headers, ("Connection", "close")],
+                                                body, host), read_timeout=read_timeout)
+    resp, rest = harness.parse_http_response(data, method)
+    if rest:
+        raise AssertionError(f"{len(rest)} stray bytes after the response to {method} {target}: "
+                             f"{rest[:100]!r}")
+    return resp
+
+
+def curl_full(url: str, *args, out: pathlib.Path | None = None, max_time: float = 30):
+    """curl --path-as-is URL with the head dumped: (rc, HttpResponse | None, body, stderr).
+
+    With `out` the body goes to that file and `body` is b"".
+    """
+    d = harness.tmpdir("curl")
+    hfile = d / "head"
+    bfile = out or d / "body"
+    rc, _, err = harness.curl("--path-as-is", "-D", hfile, "-o", bfile, *args, url,
+                              max_time=max_time)
+    head = hfile.read_bytes() if hfile.exists() else b""
+    blocks = [b for b in head.split(b"\r\n\r\n") if b.strip()]
+    resp = None
+    if blocks:
+        resp, _ = harness.parse_http_response(blocks[-1] + b"\r\n\r\n", "HEAD")
+    body = b"" if out else (bfile.read_bytes() if bfile.exists() else b"")
+    return rc, resp, body, err

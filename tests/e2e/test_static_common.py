@@ -22,7 +22,7 @@ import time
 from typing import Sequence
 
 import harness
-from peers import Conn, build_request  # noqa: F401  (used by the static modules)
+from peers import Conn, build_request, curl_full, raw_request  # noqa: F401  (used by the static modules)
 
 # Header names of the v1 wire (protocol.md sections 2 and 5).
 WIRE_HEADERS = ("x-path", "x-query", "x-fragment", "x-status", "x-status-code")
@@ -122,13 +122,7 @@ def make_tree(base: pathlib.Path) -> Tree:
 def raw_get(port: int, target: str, headers: Sequence[tuple[str, str]] = (),
             method: str = "GET") -> harness.HttpResponse:
     """One request on a fresh connection with `Connection: close`; the parsed answer."""
-    data = harness.raw_http(port, build_request(method, target,
-                                                [*headers, ("Connection", "close")]))
-    resp, rest = harness.parse_http_response(data, method)
-    if rest:
-        raise AssertionError(f"{len(rest)} stray bytes after the response to {method} "
-                             f"{target}: {rest[:100]!r}")
-    return resp
+    return raw_request(port, method, target, headers, read_timeout=5)
 
 
 # --------------------------------------------------------------------------
@@ -139,15 +133,17 @@ def curl_get(url: str, *args, out: pathlib.Path | None = None):
 
     With `out` the body goes to that file and `body` is b"".
     """
-    d = harness.tmpdir("curl")
-    hfile = d / "head"
-    bfile = out or d / "body"
-    rc, _, err = harness.curl("--path-as-is", "-D", hfile, "-o", bfile, *args, url)
-    head = hfile.read_bytes() if hfile.exists() else b""
-    # the last head block (after any 1xx)
-    blocks = [b for b in head.split(b"\r\n\r\n") if b.strip()]
-    resp = None
-    if blocks:
-        resp, _ = harness.parse_http_response(blocks[-1] + b"\r\n\r\n", "HEAD")
-    body = b"" if out else (bfile.read_bytes() if bfile.exists() else b"")
-    return rc, resp, body, err
+    return curl_full(url, *args, out=out, max_time=harness.CURL_MAX_TIME)
+
+
+class StaticBase(harness.E2ETestCase):
+    """One nats-server, serve --dir on make_tree() and a gateway, for a whole class."""
+    timeout = 30
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tree = make_tree(harness.tmpdir("tree"))
+        cls.nats = harness.Nats()
+        cls.serve = harness.serve(cls.nats, "site", cls.tree.root)
+        cls.gw = harness.gateway(cls.nats, "site")

@@ -6,20 +6,12 @@ import os
 import time
 
 import harness
+import test_static_common as common
 from test_static_common import (IMF_FIXDATE, MTIME, MTIME_TEXT, Conn, curl_get, http_date,
                                 make_tree, raw_get, wire_leaks)
 
 
-class StaticBase(harness.E2ETestCase):
-    timeout = 30
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tree = make_tree(harness.tmpdir("tree"))
-        cls.nats = harness.Nats()
-        cls.serve = harness.serve(cls.nats, "site", cls.tree.root)
-        cls.gw = harness.gateway(cls.nats, "site")
+class StaticBase(common.StaticBase):
 
     def assertNoWire(self, resp, what=""):
         self.assertEqual(wire_leaks(resp.headers), [], f"wire headers reached the client {what}: "

@@ -6,6 +6,7 @@ import pathlib
 import re
 
 import harness
+import test_static_common as common
 import peers
 from test_static_common import Conn, build_request, curl_get, make_tree, raw_get, wire_leaks
 
@@ -21,16 +22,7 @@ def passwd_marker() -> bytes:
         return b"root:x:0:0:"
 
 
-class PathBase(harness.E2ETestCase):
-    timeout = 30
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tree = make_tree(harness.tmpdir("tree"))
-        cls.nats = harness.Nats()
-        cls.serve = harness.serve(cls.nats, "site", cls.tree.root)
-        cls.gw = harness.gateway(cls.nats, "site")
+class PathBase(common.StaticBase):
 
     def get(self, path, headers=(), method="GET", body=None):
         if body is None:
