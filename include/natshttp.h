@@ -49,6 +49,7 @@ extern "C" {
     X(INVALID, 500, "invalid argument")                                         \
     X(BAD_REQUEST, 400, "malformed request")                                    \
     X(BAD_PATH, 400, "path cannot be carried over NATS")                        \
+    X(DOT_SEGMENT, 400, "path has a . or .. segment")                           \
     X(BAD_METHOD, 501, "method not supported")                                  \
     X(BAD_TRANSFER, 501, "transfer coding not supported")                       \
     X(URI_TOO_LONG, 414, "URL too long for a NATS subject")                     \
@@ -163,6 +164,39 @@ void natshttp_head_strip_hop_by_hop(natshttp_head *h);
  * Writes the decoded length to *out_len. */
 void natshttp_path_decode(const char *src, size_t len, char *out, size_t *out_len);
 
+/* How request subjects are laid out. A server accepts exactly one layout,
+ * chosen by its configuration, so a request cannot pick the one that escapes
+ * a permission.
+ *   NATIVE (the default): <prefix>.<METHOD>.<segment>..., one escaped token
+ *     per path segment (see docs/protocol.md); invertible, collision-free, and
+ *     grantable by method and folder ("site.GET.>", "site.PUT.uploads.>").
+ *   COMPAT: v1's <prefix>.<tokens>.<METHOD>, for Go nats-http peers. */
+typedef enum natshttp_layout {
+    NATSHTTP_LAYOUT_NATIVE = 0,
+    NATSHTTP_LAYOUT_COMPAT = 1,
+} natshttp_layout;
+
+/* The native subject of a request: prefix, method, then one token per segment
+ * of the decoded path (split on '/' only; "/" is one empty segment). Bytes a
+ * token cannot carry ('.', '*', '>', '%', space, control and non-ASCII bytes)
+ * are written as %XX (upper-case hex); an empty segment is "%". Fails with
+ * URI_TOO_LONG when more than cap-1 bytes would be needed. */
+natshttp_status natshttp_subject_native(char *out, size_t cap, const char *prefix,
+                                        const char *method, const char *decoded_path,
+                                        size_t path_len);
+
+/* The inverse: method (NUL-terminated, at most method_cap-1 bytes) and decoded
+ * path (path_cap bytes at most, NUL-terminated, length in *path_len) of a
+ * native subject under prefix. OK only for the one canonical subject of that
+ * path: anything else (a different escaping of the same bytes, a wildcard, an
+ * unknown method) fails with BAD_REQUEST, BAD_METHOD or BAD_PATH. */
+natshttp_status natshttp_subject_native_parse(const char *subject, const char *prefix,
+                                              char *method, size_t method_cap, char *path,
+                                              size_t path_cap, size_t *path_len);
+
+/* True when a segment of the decoded path is "." or "..". */
+bool natshttp_path_has_dot_segment(const char *decoded_path, size_t len);
+
 /* The v1 ("compat") subject of a request: prefix, then every token of the
  * decoded path (split on '/' and '.'), then the method. Bytes a subject token
  * cannot carry are escaped as %XX (see docs/protocol.md); an empty token is
@@ -209,6 +243,8 @@ typedef struct natshttp_client_options {
     int64_t window;            /* v2 flow-control window per body, bytes; 0 = 4 MiB */
     int64_t idle_timeout_ms;   /* a body that makes no progress this long is aborted
                                   (v2: also told to the server); 0 = 30000 */
+    natshttp_layout layout;    /* the servers' subject layout; default NATIVE */
+    bool allow_dot_segments;   /* send paths with "." or ".." segments (else BAD_PATH) */
 } natshttp_client_options;
 
 /* Callbacks of one call; all run on the client's dispatch thread. */
@@ -291,6 +327,8 @@ typedef struct natshttp_server_options {
     int64_t window;           /* v2 flow-control window per body, bytes; 0 = 4 MiB */
     int64_t idle_timeout_ms;  /* a body (either way) that makes no progress this long
                                  is aborted; 0 = 30000 */
+    natshttp_layout layout;   /* the only subject layout accepted; default NATIVE */
+    bool allow_dot_segments;  /* accept paths with "." or ".." segments (else 400) */
 } natshttp_server_options;
 
 natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,

@@ -208,7 +208,7 @@ void cli_disconnect(natsConnection *nc)
     natsConnection_Destroy(nc);
 }
 
-int cli_check_common(const char *cmd, const cli_common *c)
+int cli_check_common(const char *cmd, cli_common *c)
 {
     if (c->protocol != 1 && c->protocol != 2)
         return cli_usage_error(cmd, "--protocol is 1 or 2");
@@ -216,6 +216,12 @@ int cli_check_common(const char *cmd, const cli_common *c)
         return cli_usage_error(cmd, "--window must be at least 1024 bytes");
     if (c->idle_timeout < 1)
         return cli_usage_error(cmd, "--idle-timeout must be at least 1 second");
+    if (c->layout && strcmp(c->layout, "native") == 0)
+        c->layout_value = NATSHTTP_LAYOUT_NATIVE;
+    else if (c->layout && strcmp(c->layout, "compat") == 0)
+        c->layout_value = NATSHTTP_LAYOUT_COMPAT;
+    else
+        return cli_usage_error(cmd, "--layout is native or compat");
     return 0;
 }
 

@@ -32,7 +32,10 @@ typedef struct cli_common {
     const char *creds;
     const char *log_level;
     long long protocol, window, idle_timeout;
+    const char *layout;
+    int allow_dot_segments;
     int help;
+    natshttp_layout layout_value;   /* from --layout, set by cli_check_common */
 } cli_common;
 
 #define CLI_COMMON_OPTS(type)                                                                  \
@@ -46,6 +49,10 @@ typedef struct cli_common {
     {"window", 0, OPT_INT, "BYTES", "v2 flow-control window per body", offsetof(type, common.window), "4194304"}, \
     {"idle-timeout", 0, OPT_INT, "SECONDS", "abort a body transfer that makes no progress this long", \
      offsetof(type, common.idle_timeout), "30"},                                               \
+    {"layout", 0, OPT_STR, "native|compat", "request subjects: native <subject>.<METHOD>.<segments> (grantable by NATS permissions), or compat v1 <subject>.<path>.<METHOD> for Go peers", \
+     offsetof(type, common.layout), "native"},                                                 \
+    {"allow-dot-segments", 0, OPT_FLAG, NULL, "pass paths with . or .. segments (default: 400; they could leave the folder a permission names)", \
+     offsetof(type, common.allow_dot_segments), NULL},                                         \
     {"help", 'h', OPT_FLAG, NULL, "show this help and exit", offsetof(type, common.help), NULL}
 
 /* Parses argv into cfg per table. Positional arguments are returned in rest.
@@ -57,7 +64,7 @@ void cli_help(FILE *f, const char *cmd, const char *synopsis, const char *about,
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Checks the common options; prints a usage error and returns 2 when wrong. */
-int cli_check_common(const char *cmd, const cli_common *c);
+int cli_check_common(const char *cmd, cli_common *c);
 
 /* Applies --log-level and connects to NATS; logs and returns NULL on failure. */
 natsConnection *cli_connect(const char *cmd, const cli_common *c);

@@ -237,7 +237,9 @@ int cmd_request(int argc, char **argv)
                                   .timeout_ms = cfg.timeout * 1000,
                                   .protocol = (int)cfg.common.protocol,
                                   .window = cfg.common.window,
-                                  .idle_timeout_ms = cfg.common.idle_timeout * 1000};
+                                  .idle_timeout_ms = cfg.common.idle_timeout * 1000,
+                   .layout = cfg.common.layout_value,
+                   .allow_dot_segments = cfg.common.allow_dot_segments != 0};
     st = natshttp_client_new(&client, nc, &co);
     natshttp_call *call = NULL;
     natshttp_call_callbacks cb = {on_head, on_body, on_writable, on_end};

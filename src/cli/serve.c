@@ -64,7 +64,9 @@ int cmd_serve(int argc, char **argv)
                                   .group = cfg.group,
                                   .protocol = (int)cfg.common.protocol,
                                   .window = cfg.common.window,
-                                  .idle_timeout_ms = cfg.common.idle_timeout * 1000};
+                                  .idle_timeout_ms = cfg.common.idle_timeout * 1000,
+                   .layout = cfg.common.layout_value,
+                   .allow_dot_segments = cfg.common.allow_dot_segments != 0};
     natshttp_files *files = NULL;
     natshttp_upstream *up = NULL;
     natshttp_status st;

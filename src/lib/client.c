@@ -71,6 +71,7 @@ struct natshttp_call {
 struct natshttp_client {
     natsConnection *nc;
     char *prefix;
+    nh_route route;
     char inbox[64];
     natsSubscription *sub;
     nh_queue q;
@@ -105,7 +106,7 @@ static natshttp_status publish_first(natshttp_call *call, bool chunked, const vo
                                      size_t len, bool last)
 {
     natsMsg *m = NULL;
-    natshttp_status st = nh_wire_request_msg(&m, call->c->prefix, call->req, call->reply,
+    natshttp_status st = nh_wire_request_msg(&m, &call->c->route, call->req, call->reply,
                                              chunked, announced_window(call), data, len);
     if (st != NATSHTTP_OK)
         return st;
@@ -671,6 +672,8 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
         return NATSHTTP_INVALID;
     if (opts->protocol != 0 && opts->protocol != 1 && opts->protocol != 2)
         return NATSHTTP_INVALID;
+    if (opts->layout != NATSHTTP_LAYOUT_NATIVE && opts->layout != NATSHTTP_LAYOUT_COMPAT)
+        return NATSHTTP_INVALID;
     natshttp_client *c = calloc(1, sizeof *c);
     if (!c)
         return NATSHTTP_NOMEM;
@@ -689,6 +692,7 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
     pthread_mutex_init(&c->done_mu, NULL);
     pthread_cond_init(&c->done_cv, NULL);
     c->prefix = strdup(opts->subject);
+    c->route = (nh_route){c->prefix, opts->layout, opts->allow_dot_segments};
     if (!c->prefix || nh_queue_init(&c->q) != 0) {
         free(c->prefix);
         free(c);
@@ -807,7 +811,7 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
     int64_t head_size = 0;
     if (body_len != -1) {
         natsMsg *probe = NULL;
-        st = nh_wire_request_msg(&probe, c->prefix, req, call->reply, body_len == -2, c->window,
+        st = nh_wire_request_msg(&probe, &c->route, req, call->reply, body_len == -2, c->window,
                                  NULL, 0);
         if (st == NATSHTTP_OK) {
             head_size = (int64_t)(strlen(natsMsg_GetSubject(probe)) + strlen(call->reply) +

@@ -81,14 +81,27 @@ natshttp_chunk *nh_chunk_from_msg(natsMsg *msg, nh_credit *credit);
 
 /* ---- v1 wire encoding (wire.c) ---- */
 
+/* How a side maps requests to subjects: its configuration, never the request's. */
+typedef struct nh_route {
+    const char *prefix;
+    natshttp_layout layout;
+    bool allow_dot_segments;
+} nh_route;
+
+/* nats-server's default max_control_line, and what "HPUB <subject> <reply>
+ * <hdr> <total>\r\n" adds to subject and reply. */
+#define NH_MAX_CONTROL_LINE 4096
+#define NH_CONTROL_LINE_OVERHEAD 32
+
 /* Builds the first message of a request: subject, reply, headers, optional data. */
 /* window > 0 announces v2 with that window for the response body. */
-natshttp_status nh_wire_request_msg(natsMsg **out, const char *prefix, const natshttp_head *req,
-                                    const char *reply, bool chunked, int64_t window,
-                                    const void *data, size_t len);
-/* Parses the first message of a request on a server whose prefix is `prefix`.
- * Writes the head (method, path = decoded X-Path, query) and the raw path. */
-natshttp_status nh_wire_parse_request(natsMsg *msg, const char *prefix, natshttp_head *req,
+natshttp_status nh_wire_request_msg(natsMsg **out, const nh_route *route,
+                                    const natshttp_head *req, const char *reply, bool chunked,
+                                    int64_t window, const void *data, size_t len);
+/* Parses the first message of a request taken on route. Method and path come
+ * from the subject (compat: X-Path, checked against the subject). Writes the
+ * head (method, raw path, query) and the decoded path. */
+natshttp_status nh_wire_parse_request(natsMsg *msg, const nh_route *route, natshttp_head *req,
                                       char **raw_path, char **decoded_path, size_t *decoded_len);
 /* Builds the response head message to `subject` (the request's reply). */
 natshttp_status nh_wire_response_msg(natsMsg **out, const char *subject, const char *reply,

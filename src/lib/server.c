@@ -82,6 +82,7 @@ struct natshttp_server {
     natsConnection *nc;
     nh_core *core;
     char *prefix;
+    nh_route route;
     char inbox[64];
     natsSubscription *req_sub, *body_sub;
     nh_queue q;
@@ -561,7 +562,7 @@ static void on_request(natshttp_server *s, natsMsg *msg)
         t->max_payload = natsConnection_GetMaxPayload(s->nc);
         snprintf(t->ctl, sizeof t->ctl, "%s.%" PRIu64, s->inbox, t->id);
         t->reply = strdup(reply);
-        st = t->reply ? nh_wire_parse_request(msg, s->prefix, t->req, &t->raw_path, &t->path,
+        st = t->reply ? nh_wire_parse_request(msg, &s->route, t->req, &t->raw_path, &t->path,
                                               &t->path_len)
                       : NATSHTTP_NOMEM;
     }
@@ -792,6 +793,8 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
         return NATSHTTP_INVALID;
     if (opts->protocol != 0 && opts->protocol != 1 && opts->protocol != 2)
         return NATSHTTP_INVALID;
+    if (opts->layout != NATSHTTP_LAYOUT_NATIVE && opts->layout != NATSHTTP_LAYOUT_COMPAT)
+        return NATSHTTP_INVALID;
     natshttp_server *s = calloc(1, sizeof *s);
     if (!s)
         return NATSHTTP_NOMEM;
@@ -812,6 +815,7 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
     pthread_mutex_init(&s->done_mu, NULL);
     pthread_cond_init(&s->done_cv, NULL);
     s->prefix = strdup(opts->subject);
+    s->route = (nh_route){s->prefix, opts->layout, opts->allow_dot_segments};
     if (!s->prefix || nh_queue_init(&s->q) != 0) {
         free(s->prefix);
         core_unref(s->core);

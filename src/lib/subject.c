@@ -1,5 +1,11 @@
 /* subject.c - URL paths to NATS subjects.
  *
+ * Native layout: <prefix>.<METHOD>.<segment>.<segment>..., one token per path
+ * segment, so that NATS permissions can grant by method and folder
+ * ("site.GET.>", "site.PUT.uploads.>"). Invertible and canonical: the server
+ * recovers the path from the subject alone and accepts only the subject the
+ * path maps to.
+ *
  * v1 ("compat") layout: <prefix>.<tokens of the path>.<METHOD>, the path split
  * on '/' and '.'. A NATS subject token may not be empty and may not hold
  * whitespace, '*' or '>' (nats-server rejects such a PUB, or reads it as a
@@ -103,6 +109,111 @@ natshttp_status natshttp_subject_compat(char *out, size_t cap, const char *prefi
         return NATSHTTP_URI_TOO_LONG;
     out[b.len] = 0;
     return NATSHTTP_OK;
+}
+
+natshttp_status natshttp_subject_native(char *out, size_t cap, const char *prefix,
+                                        const char *method, const char *path, size_t len)
+{
+    if (!out || cap == 0 || !prefix || !*prefix || !path || len == 0 || path[0] != '/')
+        return NATSHTTP_INVALID;
+    if (!natshttp_method_valid(method))
+        return NATSHTTP_BAD_METHOD;
+    sbuf b = {out, cap, 0, false};
+    put(&b, prefix, strlen(prefix));
+    put(&b, ".", 1);
+    put(&b, method, strlen(method));
+    /* Every segment after the leading '/' is one token, the empty ones too:
+     * "/" is one empty segment, "/a/" is "a" and an empty one. */
+    size_t start = 1;
+    for (size_t i = 1; i <= len; i++) {
+        if (i == len || path[i] == '/') {
+            put_token(&b, path + start, i - start);
+            start = i + 1;
+        }
+    }
+    if (b.overflow)
+        return NATSHTTP_URI_TOO_LONG;
+    out[b.len] = 0;
+    return NATSHTTP_OK;
+}
+
+natshttp_status natshttp_subject_native_parse(const char *subject, const char *prefix,
+                                              char *method, size_t method_cap, char *path,
+                                              size_t path_cap, size_t *path_len)
+{
+    if (!subject || !prefix || !method || !path || path_cap == 0 || !path_len)
+        return NATSHTTP_INVALID;
+    size_t plen = strlen(prefix);
+    if (strncmp(subject, prefix, plen) != 0 || subject[plen] != '.')
+        return NATSHTTP_BAD_REQUEST;
+    const char *m = subject + plen + 1;
+    const char *dot = strchr(m, '.');
+    size_t mlen = dot ? (size_t)(dot - m) : strlen(m);
+    if (mlen + 1 > method_cap)
+        return NATSHTTP_BAD_METHOD;
+    memcpy(method, m, mlen);
+    method[mlen] = 0;
+    if (!natshttp_method_valid(method))
+        return NATSHTTP_BAD_METHOD;
+    if (!dot)
+        return NATSHTTP_BAD_PATH;   /* every path has at least one segment */
+
+    size_t o = 0;
+    for (const char *t = dot + 1;;) {
+        const char *end = strchr(t, '.');
+        size_t n = end ? (size_t)(end - t) : strlen(t);
+        if (o + 1 >= path_cap)
+            return NATSHTTP_URI_TOO_LONG;
+        path[o++] = '/';
+        if (!(n == 1 && t[0] == '%')) {   /* "%" alone is the empty segment */
+            for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)t[i];
+                int hi, lo;
+                if (c == '%') {
+                    if (i + 2 >= n)
+                        return NATSHTTP_BAD_PATH;
+                    hi = hexval((unsigned char)t[i + 1]);
+                    lo = hexval((unsigned char)t[i + 2]);
+                    if (hi < 0 || lo < 0)
+                        return NATSHTTP_BAD_PATH;
+                    c = (unsigned char)(hi << 4 | lo);
+                    i += 2;
+                } else if (!token_byte_plain(c)) {
+                    return NATSHTTP_BAD_PATH;
+                }
+                if (o + 1 >= path_cap)
+                    return NATSHTTP_URI_TOO_LONG;
+                path[o++] = (char)c;
+            }
+        }
+        if (!end)
+            break;
+        t = end + 1;
+    }
+    path[o] = 0;
+    *path_len = o;
+    /* One path, one subject: a subject that is not exactly what the path maps
+     * to (%61 for 'a', lower-case hex, a '/' smuggled in as %2F) would let a
+     * request past a permission written for the canonical form. */
+    char again[NH_MAX_SUBJECT];
+    if (natshttp_subject_native(again, sizeof again, prefix, method, path, o) != NATSHTTP_OK ||
+        strcmp(again, subject) != 0)
+        return NATSHTTP_BAD_PATH;
+    return NATSHTTP_OK;
+}
+
+bool natshttp_path_has_dot_segment(const char *path, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (path[i] != '/')
+            continue;
+        size_t n = 0;
+        while (i + 1 + n < len && path[i + 1 + n] != '/')
+            n++;
+        if ((n == 1 || n == 2) && memcmp(path + i + 1, "..", n) == 0)
+            return true;
+    }
+    return false;
 }
 
 bool nh_prefix_valid(const char *p)

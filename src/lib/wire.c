@@ -116,10 +116,11 @@ static char *encode_path(const char *p, size_t len)
     return out;
 }
 
-natshttp_status nh_wire_request_msg(natsMsg **out, const char *prefix, const natshttp_head *req,
-                                    const char *reply, bool chunked, int64_t window,
-                                    const void *data, size_t len)
+natshttp_status nh_wire_request_msg(natsMsg **out, const nh_route *route,
+                                    const natshttp_head *req, const char *reply, bool chunked,
+                                    int64_t window, const void *data, size_t len)
 {
+    const char *prefix = route->prefix;
     const char *method = natshttp_head_method(req);
     const char *raw = natshttp_head_path(req);
     const char *query = natshttp_head_query(req);
@@ -142,12 +143,26 @@ natshttp_status nh_wire_request_msg(natsMsg **out, const char *prefix, const nat
             goto out;
         }
     }
-    st = natshttp_subject_compat(subject, sizeof subject, prefix, method, decoded, dlen);
+    if (!route->allow_dot_segments && natshttp_path_has_dot_segment(decoded, dlen)) {
+        st = NATSHTTP_DOT_SEGMENT;
+        goto out;
+    }
+    if (route->layout == NATSHTTP_LAYOUT_COMPAT)
+        st = natshttp_subject_compat(subject, sizeof subject, prefix, method, decoded, dlen);
+    else
+        st = natshttp_subject_native(subject, sizeof subject, prefix, method, decoded, dlen);
     if (st != NATSHTTP_OK)
         goto out;
+    /* nats-server drops a connection whose control line ("HPUB subject reply
+     * sizes") is longer than its max_control_line: refuse such a URL here. */
+    if (strlen(subject) + strlen(reply) + NH_CONTROL_LINE_OVERHEAD > NH_MAX_CONTROL_LINE) {
+        st = NATSHTTP_URI_TOO_LONG;
+        goto out;
+    }
 
     ns = natsMsg_Create(&m, subject, reply, data, (int)len);
-    if (ns == NATS_OK)
+    /* The native subject carries the path itself; X-Path is for v1 peers. */
+    if (ns == NATS_OK && route->layout == NATSHTTP_LAYOUT_COMPAT)
         ns = natsMsgHeader_Set(m, NH_HDR_PATH, decoded);
     if (ns == NATS_OK && *query)
         ns = natsMsgHeader_Set(m, NH_HDR_QUERY, query);
@@ -234,49 +249,85 @@ static natshttp_status copy_fields(natsMsg *msg, natshttp_head *h, bool skip_fra
     return st;
 }
 
-natshttp_status nh_wire_parse_request(natsMsg *msg, const char *prefix, natshttp_head *req,
+natshttp_status nh_wire_parse_request(natsMsg *msg, const nh_route *route, natshttp_head *req,
                                       char **raw_path, char **decoded_path, size_t *decoded_len)
 {
     const char *subject = natsMsg_GetSubject(msg);
+    const char *prefix = route->prefix;
     size_t plen = strlen(prefix);
     const char *path = NULL, *query = NULL, *raw = NULL;
-    char expect[NH_MAX_SUBJECT];
-    char *rawcopy = NULL, *dcopy = NULL;
+    char method[16];
+    char *rawcopy = NULL, *dcopy = NULL, *native = NULL;
+    size_t dlen = 0;
     natshttp_status st;
 
     if (strncmp(subject, prefix, plen) != 0 || subject[plen] != '.')
         return NATSHTTP_BAD_REQUEST;
-    const char *method = strrchr(subject, '.') + 1;
-    if (!natshttp_method_valid(method))
-        return NATSHTTP_BAD_METHOD;
-    if (natsMsgHeader_Get(msg, NH_HDR_PATH, &path) != NATS_OK || !path || path[0] != '/')
-        return NATSHTTP_BAD_REQUEST;
     natsMsgHeader_Get(msg, NH_HDR_QUERY, &query);
     natsMsgHeader_Get(msg, NH_HDR_RAW_PATH, &raw);
 
-    /* The subject is what NATS authorised: the path must map to exactly it. */
-    size_t dlen = strlen(path);
-    st = natshttp_subject_compat(expect, sizeof expect, prefix, method, path, dlen);
-    if (st != NATSHTTP_OK)
-        return st == NATSHTTP_URI_TOO_LONG ? NATSHTTP_BAD_PATH : st;
-    if (strcmp(expect, subject) != 0)
-        return NATSHTTP_BAD_PATH;
+    /* The subject is what NATS authorised: method and path come from it. */
+    if (route->layout == NATSHTTP_LAYOUT_COMPAT) {
+        const char *m = strrchr(subject, '.') + 1;
+        if (strlen(m) >= sizeof method)
+            return NATSHTTP_BAD_METHOD;
+        strcpy(method, m);
+        if (!natshttp_method_valid(method))
+            return NATSHTTP_BAD_METHOD;
+        if (natsMsgHeader_Get(msg, NH_HDR_PATH, &path) != NATS_OK || !path || path[0] != '/')
+            return NATSHTTP_BAD_REQUEST;
+        /* The subject is lossy: the path must map to exactly it. */
+        char expect[NH_MAX_SUBJECT];
+        dlen = strlen(path);
+        st = natshttp_subject_compat(expect, sizeof expect, prefix, method, path, dlen);
+        if (st != NATSHTTP_OK)
+            return st == NATSHTTP_URI_TOO_LONG ? NATSHTTP_BAD_PATH : st;
+        if (strcmp(expect, subject) != 0)
+            return NATSHTTP_BAD_PATH;
+    } else {
+        size_t cap = strlen(subject) + 1;
+        native = malloc(cap);
+        if (!native)
+            return NATSHTTP_NOMEM;
+        st = natshttp_subject_native_parse(subject, prefix, method, sizeof method, native, cap,
+                                           &dlen);
+        if (st != NATSHTTP_OK) {
+            free(native);
+            return st == NATSHTTP_URI_TOO_LONG ? NATSHTTP_BAD_PATH : st;
+        }
+        path = native;
+    }
+    st = NATSHTTP_BAD_PATH;
+    /* Control bytes cannot be told to an upstream or a file system safely,
+     * and dot segments would let a path leave the folder its subject names. */
+    for (size_t i = 0; i < dlen; i++) {
+        unsigned char c = (unsigned char)path[i];
+        if (c < 0x20 || c == 0x7f)
+            goto fail;
+    }
+    if (!route->allow_dot_segments && natshttp_path_has_dot_segment(path, dlen)) {
+        st = NATSHTTP_DOT_SEGMENT;
+        goto fail;
+    }
 
     if (raw) {
         size_t rlen = strlen(raw), n = 0;
         char *check = malloc(rlen + 1);
-        if (!check)
-            return NATSHTTP_NOMEM;
+        if (!check) {
+            st = NATSHTTP_NOMEM;
+            goto fail;
+        }
         natshttp_path_decode(raw, rlen, check, &n);
         bool same = n == dlen && memcmp(check, path, n) == 0;
         free(check);
         if (!same || raw[0] != '/')
-            return NATSHTTP_BAD_PATH;
+            goto fail;   /* BAD_PATH: the raw form must be this very path */
         rawcopy = strdup(raw);
     } else {
         rawcopy = encode_path(path, dlen);
     }
-    dcopy = strdup(path);
+    dcopy = native ? native : strdup(path);
+    native = NULL;
     if (!rawcopy || !dcopy) {
         st = NATSHTTP_NOMEM;
         goto fail;
@@ -293,6 +344,7 @@ natshttp_status nh_wire_parse_request(natsMsg *msg, const char *prefix, natshttp
     *decoded_len = dlen;
     return NATSHTTP_OK;
 fail:
+    free(native);
     free(rawcopy);
     free(dcopy);
     return st;

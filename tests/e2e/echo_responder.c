@@ -160,7 +160,8 @@ static void on_body_end(void *ctx, natshttp_txn *txn, natshttp_status st)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: echo_responder NATS_URL SUBJECT [GROUP [INSTANCE]]\n");
+        fprintf(stderr, "usage: echo_responder NATS_URL SUBJECT [GROUP [INSTANCE]]\n"
+                "  ECHO_LAYOUT=compat in the environment takes v1 subjects\n");
         return 2;
     }
     if (argc > 4)
@@ -173,7 +174,13 @@ int main(int argc, char **argv)
         return 1;
     }
     natshttp_server *srv = NULL;
-    natshttp_server_options so = {.subject = argv[2], .group = argc > 3 && *argv[3] ? argv[3] : NULL};
+    const char *layout = getenv("ECHO_LAYOUT");
+    natshttp_server_options so = {
+        .subject = argv[2],
+        .group = argc > 3 && *argv[3] ? argv[3] : NULL,
+        .layout = layout && strcmp(layout, "compat") == 0 ? NATSHTTP_LAYOUT_COMPAT
+                                                          : NATSHTTP_LAYOUT_NATIVE,
+    };
     natshttp_server_callbacks cb = {.on_request = on_request, .on_body = on_body, .on_body_end = on_body_end};
     if (natshttp_server_new(&srv, nc, &so, &cb, NULL) != NATSHTTP_OK) {
         fprintf(stderr, "echo_responder: cannot subscribe\n");

@@ -7,7 +7,8 @@
     got = peers.echo_json(body)                # the parsed answer
 
     peers.natsraw_reply(nats, "subj.>", ["X-Status-Code: 200"], data="ok")
-    msgs = peers.natsraw_request(nats, "subj.x.GET", ["X-Path: /x"])
+    msgs = peers.natsraw_request(nats, peers.native("subj", "GET", "/x"))
+    peers.native("subj", "GET", "/a.b/")       # "subj.GET.a%2Eb.%"
     listen = peers.natsraw_listen(nats, "subj.>", ms=5000)
     peers.listened(listen)                     # the messages it printed so far
 
@@ -41,19 +42,44 @@ ECHO = os.environ.get("NATSHTTP_ECHO") or str(harness.BUILD_DIR / "tests" / "ech
 NATSRAW = os.environ.get("NATSHTTP_NATSRAW") or str(harness.BUILD_DIR / "tests" / "natsraw")
 
 
+
+def _token(segment: bytes) -> str:
+    if not segment:
+        return "%"
+    out = []
+    for b in segment:
+        if 0x20 < b < 0x7f and chr(b) not in ".*>%":
+            out.append(chr(b))
+        else:
+            out.append("%%%02X" % b)
+    return "".join(out)
+
+
+def native(prefix: str, method: str, path: str | bytes) -> str:
+    """The native subject of a decoded path (docs/protocol.md, section 1),
+    written here independently of the C code so that tests cross-check it:
+    <prefix>.<METHOD>.<one escaped token per segment>."""
+    if isinstance(path, str):
+        path = path.encode("utf-8")
+    assert path.startswith(b"/"), path
+    return ".".join([prefix, method] + [_token(seg) for seg in path[1:].split(b"/")])
+
+
 def _url(nats) -> str:
     return nats.url if isinstance(nats, harness.Nats) else str(nats)
 
 
 def echo(nats, subject: str, group: str | None = None, instance: str | None = None,
-         name: str = "echo") -> harness.Proc:
-    """Start echo_responder on `subject` (queue group and instance name optional)."""
+         name: str = "echo", layout: str = "native") -> harness.Proc:
+    """Start echo_responder on `subject` (queue group, instance name and the
+    subject layout optional)."""
     args = [ECHO, _url(nats), subject]
     if group is not None or instance is not None:
         args.append(group or "")
     if instance is not None:
         args.append(instance)
-    p = harness.Proc(args, name=name, ready=r"\bready\b", expect_exit=0, sanitizer_check=True)
+    p = harness.Proc(args, name=name, ready=r"\bready\b", expect_exit=0, sanitizer_check=True,
+                     env={"ECHO_LAYOUT": layout})
     return p
 
 
@@ -295,11 +321,13 @@ def read_response(sock, method: str = "GET", timeout: float = 10,
 
 
 def echo_stack(subject: str = "subj", *gateway_args, nats_config: str = "",
-               group: str | None = None, instance: str | None = None):
-    """A nats-server, one echo_responder on `subject` and a gateway: (nats, echo, gateway)."""
+               group: str | None = None, instance: str | None = None,
+               layout: str = "native"):
+    """A nats-server, one echo_responder on `subject` and a gateway: (nats, echo, gateway),
+    both in the given subject layout."""
     nats = harness.Nats(nats_config)
-    e = echo(nats, subject, group=group, instance=instance)
-    gw = harness.gateway(nats, subject, *gateway_args)
+    e = echo(nats, subject, group=group, instance=instance, layout=layout)
+    gw = harness.gateway(nats, subject, "--layout", layout, *gateway_args)
     return nats, e, gw
 
 
@@ -423,7 +451,7 @@ class UploadChecks:
         max_payload = int(nats.varz()["max_payload"])
         status, echoed = self.raw_upload("/edge/probe", b"p")
         self.assertEqual(echoed["length"], 1)
-        probe = wait_listened(listen, lambda m: m.subject == "subj.edge.probe.POST",
+        probe = wait_listened(listen, lambda m: m.subject == native("subj", "POST", "/edge/probe"),
                               message="the probe")[-1]
         self.assertEqual(probe.header_all("Content-Length"), ["1"])
         prefix, _, rid = probe.reply.rpartition(".")

@@ -32,8 +32,8 @@ class LargeHeadTest(harness.E2ETestCase):
         resp, _ = peers.exchange(self.gw.port, b"GET /marker HTTP/1.1\r\nHost: x\r\n"
                                  b"Connection: close\r\n\r\n")
         self.assertEqual(resp.status, 200)
-        msgs = peers.wait_listened(self.listen, lambda m: m.subject == "subj.marker.GET")
-        self.assertEqual([m.subject for m in msgs], ["subj.marker.GET"])
+        msgs = peers.wait_listened(self.listen, lambda m: m.subject == "subj.GET.marker")
+        self.assertEqual([m.subject for m in msgs], ["subj.GET.marker"])
 
     def assert_431(self, request: bytes):
         data, how = harness.raw_http(self.gw.port, request, read_timeout=5, detail=True)

@@ -41,7 +41,7 @@ class ChunkedBodyTest(harness.E2ETestCase):
         self.assertIn(peers.headers_named(echoed, "Content-Length"), ([], ["10"]))
         self.assertEqual(sorted(h for h in echoed["headers"] if h[0] != "Content-Length"),
                          [["Content-Type", "text/plain"], ["Host", "gw.example"]])
-        first = peers.wait_listened(self.listen, lambda m: m.subject == "subj.echo.POST")
+        first = peers.wait_listened(self.listen, lambda m: m.subject == "subj.POST.echo")
         self.assertEqual(len(first), 1)
         self.assertFalse(first[0].header_all("Content-Length")
                          and first[0].header_all("Transfer-Encoding"), first[0])
@@ -93,8 +93,8 @@ class ChunkedBodyTest(harness.E2ETestCase):
         resp, _ = peers.exchange(self.gw.port, b"GET /marker HTTP/1.1\r\nHost: x\r\n"
                                  b"Connection: close\r\n\r\n")
         self.assertEqual(resp.status, 200)
-        msgs = peers.wait_listened(self.listen, lambda m: m.subject == "subj.marker.GET")
-        self.assertEqual([m.subject for m in msgs], ["subj.marker.GET"])
+        msgs = peers.wait_listened(self.listen, lambda m: m.subject == "subj.GET.marker")
+        self.assertEqual([m.subject for m in msgs], ["subj.GET.marker"])
 
 
 class ChunkedBodyTestV1(ChunkedBodyTest):

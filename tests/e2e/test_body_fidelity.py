@@ -39,8 +39,8 @@ class RequestFidelityTest(harness.E2ETestCase):
         self.assertEqual(got["length"], 0)
         self.assertEqual(got["complete"], True)
         # The subject comes from the decoded path, escaped (protocol.md 1).
-        peers.wait_listened(self.listen, lambda m: m.subject.endswith(".GET"))
-        self.assertEqual(self.subjects(), ["subj.a.b.c%20d+e.%C3%A9.x.y.GET"])
+        peers.wait_listened(self.listen, lambda m: m.subject.startswith("subj.GET."))
+        self.assertEqual(self.subjects(), ["subj.GET.a.b.c%20d+e.%C3%A9.x%2Ey"])
 
     def test_raw_path_without_percent_kept(self):
         got = self.ask(b"GET /p+q/r;s=t/u@v:w/~x HTTP/1.1\r\nHost: gw.example\r\n"
@@ -112,10 +112,10 @@ class RequestFidelityTest(harness.E2ETestCase):
         self.assertEqual(got["raw_path"], "/real")
         self.assertEqual(got["query"], "q=1")
         self.assertEqual(got["headers"], [["Host", "gw.example"]])
-        peers.wait_listened(self.listen, lambda m: m.subject.endswith(".GET"))
+        peers.wait_listened(self.listen, lambda m: m.subject.startswith("subj.GET."))
         msgs = peers.listened(self.listen)
-        self.assertEqual([m.subject for m in msgs], ["subj.real.GET"])
-        self.assertEqual(msgs[0].header_all("X-Path"), ["/real"])
+        self.assertEqual([m.subject for m in msgs], ["subj.GET.real"])
+        self.assertEqual(msgs[0].header_all("X-Path"), [])   # native: the subject is the path
         self.assertEqual(msgs[0].header_all("X-Query"), ["q=1"])
         self.assertEqual(msgs[0].header_all("Natshttp-Raw-Path"), [])
 

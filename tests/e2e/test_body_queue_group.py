@@ -26,7 +26,7 @@ class QueueGroupUploadTest(harness.E2ETestCase, peers.UploadChecks):
         nats = harness.Nats()
         peers.echo(nats, "subj", group="g", instance="e1", name="echo-e1")
         peers.echo(nats, "subj", group="g", instance="e2", name="echo-e2")
-        nats.wait_subs("subj.upload.PUT", 2)
+        nats.wait_subs("subj.PUT.upload", 2)
         self.gw = harness.gateway(nats, "subj", *self.gateway_args)
         listen = peers.natsraw_listen(nats, "subj.>", ms=200000)
         files = harness.tmpdir("uploads")
@@ -61,7 +61,7 @@ class QueueGroupUploadTest(harness.E2ETestCase, peers.UploadChecks):
         time.sleep(0.3)
         msgs = peers.listened(listen)
         self.assertEqual(sorted(m.subject for m in msgs),
-                         sorted(f"subj.upload.{i}.PUT" for i in range(COUNT)))
+                         sorted(f"subj.PUT.upload.{i}" for i in range(COUNT)))
         self.assertEqual(int(nats.varz()["slow_consumers"]), 0)
 
 

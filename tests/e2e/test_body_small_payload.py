@@ -25,7 +25,7 @@ class SmallPayloadTest(harness.E2ETestCase, peers.UploadChecks):
         self.listen = peers.natsraw_listen(self.nats, "subj.>", ms=50000)
 
     def first_messages(self, path: str) -> list:
-        subject = "subj" + path.replace("/", ".") + ".POST"
+        subject = peers.native("subj", "POST", path)
         return [m for m in peers.listened(self.listen) if m.subject == subject]
 
     def check_chunked_path(self, size: int, chunked_size: int = 0):

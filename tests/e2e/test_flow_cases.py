@@ -116,7 +116,7 @@ class BR22MaxPayloadTest(harness.E2ETestCase, peers.UploadChecks):
                                   ["X-Status-Code: 200", "X-Status: OK", "Content-Length: 10"]
                                   + [f"Set-Cookie: {c}" for c in self.cookies],
                                   data="0123456789")
-        self.nats.wait_subs("raw.cookies.GET")
+        self.nats.wait_subs("raw.GET.cookies")
         t = time.monotonic()
         with socket.create_connection(("127.0.0.1", self.gw_raw.port), timeout=15) as s:
             s.sendall(b"GET /cookies HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -150,7 +150,7 @@ class BR22MaxPayloadTest(harness.E2ETestCase, peers.UploadChecks):
         reply = peers.natsraw_reply(self.nats, "raw.>", ["X-Status-Code: 200",
                                                          "Content-Length: 2"], data="ok",
                                     name="natsraw-ok")
-        self.nats.wait_subs("raw.ok.GET")
+        self.nats.wait_subs("raw.GET.ok")
         rc, body, err = harness.curl("-f", self.gw_raw.base + "/ok", max_time=10)
         self.assertEqual((rc, body), (0, b"ok"), err)
         reply.stop()
@@ -175,7 +175,7 @@ class BR25NoRespondersTest(harness.E2ETestCase):
             self.assertEqual(extra, b"")
             self.assertLess(took, 2, f"request {i}: 503 after {took:.2f} s, not at once")
         harness.serve(nats, "nobody", root)
-        nats.wait_subs("nobody.index.html.GET")
+        nats.wait_subs("nobody.GET.index%2Ehtml")
         resp, _ = peers.exchange(gw.port, b"GET /index.html HTTP/1.1\r\nHost: gw.example\r\n\r\n")
         self.assertEqual(resp.status, 200)
         self.assertEqual(resp.body, b"<p>here now</p>\n")

@@ -79,7 +79,7 @@ class PairingTest(harness.E2ETestCase, peers.UploadChecks):
         self.assertEqual(len(body), WIRE)
         self.assertEqual(harness.sha256_bytes(body), self.wire_sha)
         v2 = client == 2 and server == 2
-        subject = f"site{server}.wire.bin.GET"
+        subject = f"site{server}.GET.wire%2Ebin"
 
         def ended(m):
             return (m.header("Natshttp-End") is not None if v2
@@ -177,7 +177,7 @@ class PairingTest(harness.E2ETestCase, peers.UploadChecks):
         self.assertEqual(rc, 0, err)
         self.assertEqual((code, fc.sink_json(out.read_bytes())["length"]), (b"200", WIRE))
         v2 = client == 2 and server == 2
-        subject = f"up{server}.w.put.bin.PUT"
+        subject = f"up{server}.PUT.w.put%2Ebin"
         msgs = peers.wait_listened(listen, lambda m: m.header("X-Status-Code") is not None,
                                    message="the response head")
         first = [m for m in msgs if m.subject == subject]

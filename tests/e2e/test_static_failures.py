@@ -48,14 +48,14 @@ class NoRespondersTest(harness.E2ETestCase):
 
         # a responder appears: served
         serve = harness.serve(nats, "nobody", tree.root)
-        nats.wait_subs("nobody.index.html.GET", 1)
+        nats.wait_subs("nobody.GET.index%2Ehtml", 1)
         r = raw_get(gw.port, "/index.html")
         self.assertEqual(r.status, 200, r)
         self.assertBytesEqual(r.body, tree.files["/index.html"])
 
         # it goes away again: 503 again, at once
         self.assertEqual(serve.stop(check=True), 0)
-        harness.wait_until(lambda: nats.subs_matching("nobody.index.html.GET") == 0, 10, 0.05,
+        harness.wait_until(lambda: nats.subs_matching("nobody.GET.index%2Ehtml") == 0, 10, 0.05,
                            "serve's subscription gone")
         t0 = time.monotonic()
         r = raw_get(gw.port, "/index.html")
@@ -70,7 +70,7 @@ class TimeoutTest(harness.E2ETestCase):
         nats = harness.Nats()
         # a subscriber that never answers: no "no responders", no response either
         listen = peers.natsraw_listen(nats, "silent.>", ms=60000)
-        nats.wait_subs("silent.x.GET", 1)
+        nats.wait_subs("silent.GET.x", 1)
         gw = harness.gateway(nats, "silent", "--timeout", "2")
         with Conn(gw.port) as c:
             for i in range(2):
@@ -88,12 +88,12 @@ class TimeoutTest(harness.E2ETestCase):
         # the requests did reach the subscriber
         msgs = peers.listened(listen)
         self.assertGreaterEqual(len(msgs), 1)
-        self.assertEqual({m.subject for m in msgs}, {"silent.x.GET"})
+        self.assertEqual({m.subject for m in msgs}, {"silent.GET.x"})
 
     def test_request_cli_times_out(self):
         nats = harness.Nats()
         peers.natsraw_listen(nats, "silent.>", ms=60000)
-        nats.wait_subs("silent.x.GET", 1)
+        nats.wait_subs("silent.GET.x", 1)
         t0 = time.monotonic()
         rc, out, err = harness.request(nats, "-t", "1", "nats+http://silent/x")
         elapsed = time.monotonic() - t0

@@ -97,7 +97,6 @@ class PathQueryTest(UpstreamBase):
         "/api/queues/%2F/tasks",
         "/files/a%20b%2Bc%3Fd%23e%26f",
         "/iiif/2/ST%2F00001%2Fimg.jpg/full/0/default.png",
-        "/a/./b/../c",
         "/lower/%2f/%7e/%41",
         "/plus+sign/and;semi=1/@:!$&'()*,",
         "/",
@@ -118,6 +117,18 @@ class PathQueryTest(UpstreamBase):
                 self.assertEqual(rc, 0, err)
                 self.assertEqual(echo(body)["target"], target)
 
+    def test_BR14_dot_segments_refused_by_default(self):
+        # issue 5: a dot segment could leave the folder a NATS permission names
+        # ("site.GET.public.>" would pass /public/../secret), so by default the
+        # gateway refuses it before it reaches a subject.
+        for target in ("/a/./b/../c", "/a/%2e%2e/c", "/./x", "/x/.."):
+            with self.subTest(target=target):
+                resp = self.get("GET", target)
+                self.assertEqual(resp.status, 400, resp)
+                self.assertEqual(resp.body, b"natshttp gateway: path has a . or .. segment\n")
+        _, e = self.echo_of("GET", "/after/refusals")
+        self.assertEqual(e["target"], "/after/refusals")
+
     def test_query_untouched(self):
         for q in ("a=1+2", "b=%2B", "c=%20d", "x=1&x=2&y", "sp=a+b%20c%2bd", "e=%", "=&&=",
                   "q=%E2%82%AC"):
@@ -130,6 +141,26 @@ class PathQueryTest(UpstreamBase):
         target = "/api/queues/%2F/tasks?name=a%2Fb+c&x=%2B"
         _, e = self.echo_of("GET", target)
         self.assertEqual(e["target"], target)
+
+
+class DotSegmentsPassedTest(UpstreamBase):
+    """BR-14 with --allow-dot-segments on gateway and serve: dot segments reach
+    the upstream unchanged (for deployments that do not authorize by path)."""
+
+    @classmethod
+    def setUpClass(cls):
+        harness.E2ETestCase.setUpClass.__func__(cls)
+        cls.st = UpstreamStack(serve_args=["--allow-dot-segments"],
+                               gateway_args=["--allow-dot-segments"])
+
+    def test_BR14_dot_segments_byte_identical(self):
+        for target in ("/a/./b/../c", "/a/%2e%2e/c", "/./x", "/x/.."):
+            with self.subTest(target=target):
+                _, e = self.echo_of("GET", target)
+                self.assertEqual(e["target"], target)
+        rc, resp, body, err = curl_full(self.st.base + "/a/./b/../c")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(echo(body)["target"], "/a/./b/../c")
 
 
 class HeadersTest(UpstreamBase):

@@ -198,6 +198,9 @@ static const char *hdr(natsMsg *m, const char *k)
     return v;
 }
 
+static const nh_route compat_demo = {"demo.site", NATSHTTP_LAYOUT_COMPAT, false};
+static const nh_route native_p = {"p", NATSHTTP_LAYOUT_NATIVE, false};
+
 /* A request as a v1 message and back: subject, X-Path, X-Query, repeated fields. */
 static void request_round_trip(void **state)
 {
@@ -208,7 +211,7 @@ static void request_round_trip(void **state)
     natshttp_head_add(req, "Cookie", "b=2");
     natshttp_head_add(req, "X-Path", "/forged");   /* a client cannot set wire fields */
     natsMsg *m = NULL;
-    assert_int_equal(nh_wire_request_msg(&m, "demo.site", req, "_INBOX.x.1", false, 0, NULL, 0), NATSHTTP_OK);
+    assert_int_equal(nh_wire_request_msg(&m, &compat_demo, req, "_INBOX.x.1", false, 0, NULL, 0), NATSHTTP_OK);
     assert_string_equal(natsMsg_GetSubject(m), "demo.site.files.a%20b+c.GET");
     assert_string_equal(hdr(m, "X-Path"), "/files/a b+c");
     assert_string_equal(hdr(m, "X-Query"), "q=1+2&x=%2B");
@@ -224,7 +227,7 @@ static void request_round_trip(void **state)
     natshttp_head_new(&back, 0);
     char *raw = NULL, *dec = NULL;
     size_t dlen = 0;
-    assert_int_equal(nh_wire_parse_request(m, "demo.site", back, &raw, &dec, &dlen), NATSHTTP_OK);
+    assert_int_equal(nh_wire_parse_request(m, &compat_demo, back, &raw, &dec, &dlen), NATSHTTP_OK);
     assert_string_equal(raw, "/files/a%20b%2Bc");
     assert_string_equal(dec, "/files/a b+c");
     assert_string_equal(natshttp_head_method(back), "GET");
@@ -249,25 +252,25 @@ static void forged_path_refused(void **state)
     natshttp_head_new(&back, 0);
     char *raw = NULL, *dec = NULL;
     size_t dlen;
-    assert_int_equal(nh_wire_parse_request(m, "demo.site", back, &raw, &dec, &dlen), NATSHTTP_BAD_PATH);
+    assert_int_equal(nh_wire_parse_request(m, &compat_demo, back, &raw, &dec, &dlen), NATSHTTP_BAD_PATH);
     natsMsg_Destroy(m);
 
     /* a raw path that does not decode to X-Path */
     natsMsg_Create(&m, "demo.site.public.GET", "_INBOX.x.1", NULL, 0);
     natsMsgHeader_Set(m, "X-Path", "/public");
     natsMsgHeader_Set(m, "Natshttp-Raw-Path", "/secret");
-    assert_int_equal(nh_wire_parse_request(m, "demo.site", back, &raw, &dec, &dlen), NATSHTTP_BAD_PATH);
+    assert_int_equal(nh_wire_parse_request(m, &compat_demo, back, &raw, &dec, &dlen), NATSHTTP_BAD_PATH);
     natsMsg_Destroy(m);
 
     /* method from the subject must be one of the nine */
     natsMsg_Create(&m, "demo.site.public.BREW", "_INBOX.x.1", NULL, 0);
     natsMsgHeader_Set(m, "X-Path", "/public");
-    assert_int_equal(nh_wire_parse_request(m, "demo.site", back, &raw, &dec, &dlen), NATSHTTP_BAD_METHOD);
+    assert_int_equal(nh_wire_parse_request(m, &compat_demo, back, &raw, &dec, &dlen), NATSHTTP_BAD_METHOD);
     natsMsg_Destroy(m);
 
     /* no X-Path at all */
     natsMsg_Create(&m, "demo.site.GET", "_INBOX.x.1", NULL, 0);
-    assert_int_equal(nh_wire_parse_request(m, "demo.site", back, &raw, &dec, &dlen), NATSHTTP_BAD_REQUEST);
+    assert_int_equal(nh_wire_parse_request(m, &compat_demo, back, &raw, &dec, &dlen), NATSHTTP_BAD_REQUEST);
     natsMsg_Destroy(m);
     natshttp_head_free(back);
 }
@@ -397,7 +400,7 @@ static void v2_announce_and_empty_values(void **state)
     natshttp_head_add(req, "X-After", "1");
     natshttp_head_add(req, "x-empty", "");
     natsMsg *m = NULL;
-    assert_int_equal(nh_wire_request_msg(&m, "p", req, "_INBOX.x.1", false, 4096, NULL, 0), NATSHTTP_OK);
+    assert_int_equal(nh_wire_request_msg(&m, &native_p, req, "_INBOX.x.1", false, 4096, NULL, 0), NATSHTTP_OK);
     assert_string_equal(hdr(m, "Natshttp-Version"), "2");
     assert_string_equal(hdr(m, "Natshttp-Window"), "4096");
     assert_string_equal(hdr(m, "Natshttp-Empty"), "X-Empty,x-empty");
@@ -405,7 +408,7 @@ static void v2_announce_and_empty_values(void **state)
     natshttp_head_new(&back, 0);
     char *raw = NULL, *dec = NULL;
     size_t dlen;
-    assert_int_equal(nh_wire_parse_request(m, "p", back, &raw, &dec, &dlen), NATSHTTP_OK);
+    assert_int_equal(nh_wire_parse_request(m, &native_p, back, &raw, &dec, &dlen), NATSHTTP_OK);
     assert_string_equal(natshttp_head_get(back, "X-After"), "1");
     long i = natshttp_head_find(back, "X-Empty", 0);
     assert_true(i >= 0);
