@@ -65,6 +65,7 @@ extern "C" {
     X(IDLE, 504, "transfer made no progress within the idle timeout")           \
     X(CANCELLED, 499, "cancelled")                                              \
     X(AGAIN, 503, "not ready, try again")                                       \
+    X(BUSY, 503, "too many requests in flight")                                 \
     X(CLOSED, 503, "closed")                                                    \
     X(IO, 500, "I/O error")
 
@@ -244,6 +245,10 @@ typedef struct natshttp_client_options {
     int64_t idle_timeout_ms;   /* a body that makes no progress this long is aborted
                                   (v2: also told to the server); 0 = 30000 */
     natshttp_layout layout;    /* the servers' subject layout; default NATIVE */
+    const char *inbox_prefix;  /* this client's private subjects live under
+                                  "<inbox_prefix>.>"; NULL = "_INBOX". Give each NATS
+                                  user its own, so that no user may subscribe to the
+                                  others' responses */
     bool allow_dot_segments;   /* send paths with "." or ".." segments (else BAD_PATH) */
 } natshttp_client_options;
 
@@ -291,6 +296,13 @@ natshttp_status natshttp_call_write(natshttp_call *call, const void *data, size_
                                     size_t *taken);
 /* Ends the request body. Any thread. */
 natshttp_status natshttp_call_end_body(natshttp_call *call);
+/* Hands the client an asynchronous error of its connection; call it from
+ * the natsErrHandler set on the connection's options. A permission violation
+ * on a publish of this client ends the call that made it at once with
+ * PERMISSION (a gateway answers 403), instead of by its timeout. Other errors
+ * are ignored. Any thread. */
+void natshttp_client_async_error(natshttp_client *c, natsStatus err, const char *text);
+
 /* Abandons the call: on_end(CANCELLED) follows (unless on_end already ran or
  * is running). Any thread. */
 void natshttp_call_cancel(natshttp_call *call);
@@ -328,6 +340,7 @@ typedef struct natshttp_server_options {
     int64_t idle_timeout_ms;  /* a body (either way) that makes no progress this long
                                  is aborted; 0 = 30000 */
     natshttp_layout layout;   /* the only subject layout accepted; default NATIVE */
+    const char *inbox_prefix; /* private subjects under "<inbox_prefix>.>"; NULL = "_INBOX" */
     bool allow_dot_segments;  /* accept paths with "." or ".." segments (else 400) */
 } natshttp_server_options;
 
@@ -441,10 +454,16 @@ typedef struct natshttp_gateway_options {
     size_t max_buffer;         /* response bytes one request may hold unsent to its HTTP
                                   client before it is aborted (v1 has no flow control);
                                   0 = 64 MiB */
+    int64_t max_body;          /* request body bound (413); 0 = none */
+    unsigned max_inflight;     /* requests forwarded at once; more get 503 with
+                                  Retry-After; 0 = no limit */
+    unsigned max_connections_per_ip; /* 0 = no limit */
 } natshttp_gateway_options;
 
 natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
                                      const natshttp_gateway_options *opts);
+/* As natshttp_client_async_error, for the gateway's client. */
+void natshttp_gateway_async_error(natshttp_gateway *g, natsStatus err, const char *text);
 /* The port the gateway listens on (useful with listen_port 0). */
 uint16_t natshttp_gateway_port(const natshttp_gateway *g);
 void natshttp_gateway_free(natshttp_gateway *g);

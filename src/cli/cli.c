@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -147,12 +148,28 @@ static void on_reconnected(natsConnection *nc, void *closure)
     natshttp_log(NATSHTTP_LOG_INFO, closure, "reconnected to NATS at %s", url);
 }
 
+static pthread_mutex_t sink_mu = PTHREAD_MUTEX_INITIALIZER;
+static cli_error_sink sink_fn;
+static void *sink_arg;
+
+void cli_set_async_error_sink(cli_error_sink fn, void *arg)
+{
+    pthread_mutex_lock(&sink_mu);
+    sink_fn = fn;
+    sink_arg = arg;
+    pthread_mutex_unlock(&sink_mu);
+}
+
 static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
     const char *text = NULL;
     natsConnection_GetLastError(nc, &text);
     natshttp_log(NATSHTTP_LOG_WARN, closure, "NATS: %s%s%s", natsStatus_GetText(err),
                  text ? ": " : "", text ? text : "");
+    pthread_mutex_lock(&sink_mu);
+    if (sink_fn)
+        sink_fn(sink_arg, err, text);
+    pthread_mutex_unlock(&sink_mu);
 }
 
 natsConnection *cli_connect(const char *cmd, const cli_common *c)
@@ -216,6 +233,8 @@ int cli_check_common(const char *cmd, cli_common *c)
         return cli_usage_error(cmd, "--window must be at least 1024 bytes");
     if (c->idle_timeout < 1)
         return cli_usage_error(cmd, "--idle-timeout must be at least 1 second");
+    if (c->inbox_prefix && (!natshttp_subject_valid(c->inbox_prefix) || strlen(c->inbox_prefix) > 32))
+        return cli_usage_error(cmd, "--inbox-prefix must be a literal NATS subject of at most 32 bytes");
     if (c->layout && strcmp(c->layout, "native") == 0)
         c->layout_value = NATSHTTP_LAYOUT_NATIVE;
     else if (c->layout && strcmp(c->layout, "compat") == 0)

@@ -33,6 +33,7 @@ typedef struct cli_common {
     const char *log_level;
     long long protocol, window, idle_timeout;
     const char *layout;
+    const char *inbox_prefix;
     int allow_dot_segments;
     int help;
     natshttp_layout layout_value;   /* from --layout, set by cli_check_common */
@@ -51,6 +52,8 @@ typedef struct cli_common {
      offsetof(type, common.idle_timeout), "30"},                                               \
     {"layout", 0, OPT_STR, "native|compat", "request subjects: native <subject>.<METHOD>.<segments> (grantable by NATS permissions), or compat v1 <subject>.<path>.<METHOD> for Go peers", \
      offsetof(type, common.layout), "native"},                                                 \
+    {"inbox-prefix", 0, OPT_STR, "SUBJECT", "private reply subjects under SUBJECT.> (default _INBOX); one per NATS user, so no user may subscribe to another's responses", \
+     offsetof(type, common.inbox_prefix), NULL},                                               \
     {"allow-dot-segments", 0, OPT_FLAG, NULL, "pass paths with . or .. segments (default: 400; they could leave the folder a permission names)", \
      offsetof(type, common.allow_dot_segments), NULL},                                         \
     {"help", 'h', OPT_FLAG, NULL, "show this help and exit", offsetof(type, common.help), NULL}
@@ -69,6 +72,11 @@ int cli_check_common(const char *cmd, cli_common *c);
 /* Applies --log-level and connects to NATS; logs and returns NULL on failure. */
 natsConnection *cli_connect(const char *cmd, const cli_common *c);
 void cli_disconnect(natsConnection *nc);
+
+/* Asynchronous NATS errors (a permission violation, say) go to fn as well as
+ * to the log; fn runs on nats.c's callback thread. NULL stops them. */
+typedef void (*cli_error_sink)(void *arg, natsStatus err, const char *text);
+void cli_set_async_error_sink(cli_error_sink fn, void *arg);
 
 /* SIGINT/SIGTERM set the flag; cli_wait_for_signal sleeps until then. */
 void cli_install_signals(void);

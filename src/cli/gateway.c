@@ -1,6 +1,7 @@
 /* gateway.c - nats-http gateway: an HTTP listener in front of a NATS subject. */
 #include "cli.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@ typedef struct gateway_cfg {
     cli_common common;
     const char *listen, *subject;
     long long timeout, threads, max_buffer, http_idle_timeout, max_connections;
+    long long max_body, max_inflight, max_connections_per_ip;
 } gateway_cfg;
 
 static const cli_opt gateway_opts[] = {
@@ -18,6 +20,9 @@ static const cli_opt gateway_opts[] = {
     {"max-buffer", 0, OPT_INT, "BYTES", "response bytes one request may hold for a slow client before it is aborted", offsetof(gateway_cfg, max_buffer), "67108864"},
     {"http-idle-timeout", 0, OPT_INT, "SECONDS", "close idle keep-alive HTTP connections after this long", offsetof(gateway_cfg, http_idle_timeout), "60"},
     {"max-connections", 0, OPT_INT, "N", "concurrent HTTP connections", offsetof(gateway_cfg, max_connections), "1024"},
+    {"max-connections-per-ip", 0, OPT_INT, "N", "concurrent HTTP connections from one client address; 0 = no limit", offsetof(gateway_cfg, max_connections_per_ip), "0"},
+    {"max-body", 0, OPT_INT, "BYTES", "largest request body (else 413); 0 = no limit", offsetof(gateway_cfg, max_body), "0"},
+    {"max-inflight", 0, OPT_INT, "N", "requests forwarded at once (more get 503 with Retry-After); 0 = no limit beyond --max-connections", offsetof(gateway_cfg, max_inflight), "0"},
     CLI_COMMON_OPTS(gateway_cfg),
 };
 #define NOPTS (sizeof gateway_opts / sizeof gateway_opts[0])
@@ -45,6 +50,11 @@ static int split_listen(char *s, const char **addr, unsigned *port)
     return 0;
 }
 
+static void to_gateway(void *gw, natsStatus err, const char *text)
+{
+    natshttp_gateway_async_error(gw, err, text);
+}
+
 int cmd_gateway(int argc, char **argv)
 {
     gateway_cfg cfg = {0};
@@ -68,6 +78,10 @@ int cmd_gateway(int argc, char **argv)
         rc = cli_usage_error("gateway", "--subject is required");
     if (rc == 0 && !natshttp_subject_valid(cfg.subject))
         rc = cli_usage_error("gateway", "--subject '%s' is not a literal NATS subject", cfg.subject);
+    if (rc == 0 && (cfg.max_body < 0 || cfg.max_inflight < 0 || cfg.max_connections_per_ip < 0 ||
+                    cfg.max_inflight > UINT_MAX || cfg.max_connections_per_ip > UINT_MAX))
+        rc = cli_usage_error("gateway", "--max-body, --max-inflight and --max-connections-per-ip "
+                                        "take a number from 0 (no limit) up");
     if (rc == 0) {
         listen = strdup(cfg.listen);
         if (!listen || split_listen(listen, &addr, &port) != 0)
@@ -90,6 +104,7 @@ int cmd_gateway(int argc, char **argv)
                    .window = cfg.common.window,
                    .idle_timeout_ms = cfg.common.idle_timeout * 1000,
                    .layout = cfg.common.layout_value,
+                   .inbox_prefix = cfg.common.inbox_prefix,
                    .allow_dot_segments = cfg.common.allow_dot_segments != 0},
         .listen_addr = addr,
         .listen_port = (uint16_t)port,
@@ -97,6 +112,9 @@ int cmd_gateway(int argc, char **argv)
         .max_buffer = (size_t)cfg.max_buffer,
         .idle_timeout_s = (unsigned)cfg.http_idle_timeout,
         .max_connections = (unsigned)cfg.max_connections,
+        .max_connections_per_ip = (unsigned)cfg.max_connections_per_ip,
+        .max_body = cfg.max_body,
+        .max_inflight = (unsigned)cfg.max_inflight,
     };
     natshttp_status st = natshttp_gateway_new(&gw, nc, &go);
     if (st != NATSHTTP_OK) {
@@ -106,8 +124,10 @@ int cmd_gateway(int argc, char **argv)
         bool v6 = strchr(addr, ':') != NULL;
         natshttp_log(NATSHTTP_LOG_INFO, "gateway", "ready listening on http://%s%s%s:%u subject=%s",
                      v6 ? "[" : "", addr, v6 ? "]" : "", natshttp_gateway_port(gw), cfg.subject);
+        cli_set_async_error_sink(to_gateway, gw);
         cli_wait_for_signal();
         natshttp_log(NATSHTTP_LOG_INFO, "gateway", "stopping");
+        cli_set_async_error_sink(NULL, NULL);
         natshttp_gateway_free(gw);
     }
     cli_disconnect(nc);

@@ -109,6 +109,11 @@ static natshttp_status write_all(natshttp_call *call, req_state *s, const char *
     return NATSHTTP_OK;
 }
 
+static void to_client(void *client, natsStatus err, const char *text)
+{
+    natshttp_client_async_error(client, err, text);
+}
+
 int cmd_request(int argc, char **argv)
 {
     request_cfg cfg = {0};
@@ -239,8 +244,11 @@ int cmd_request(int argc, char **argv)
                                   .window = cfg.common.window,
                                   .idle_timeout_ms = cfg.common.idle_timeout * 1000,
                    .layout = cfg.common.layout_value,
+                   .inbox_prefix = cfg.common.inbox_prefix,
                    .allow_dot_segments = cfg.common.allow_dot_segments != 0};
     st = natshttp_client_new(&client, nc, &co);
+    if (st == NATSHTTP_OK)
+        cli_set_async_error_sink(to_client, client);
     natshttp_call *call = NULL;
     natshttp_call_callbacks cb = {on_head, on_body, on_writable, on_end};
     if (st == NATSHTTP_OK)
@@ -281,6 +289,7 @@ int cmd_request(int argc, char **argv)
         rc = 22;
     }
 out:
+    cli_set_async_error_sink(NULL, NULL);
     natshttp_client_free(client);
     cli_disconnect(nc);
     natshttp_head_free(head);

@@ -66,6 +66,7 @@ int cmd_serve(int argc, char **argv)
                                   .window = cfg.common.window,
                                   .idle_timeout_ms = cfg.common.idle_timeout * 1000,
                    .layout = cfg.common.layout_value,
+                   .inbox_prefix = cfg.common.inbox_prefix,
                    .allow_dot_segments = cfg.common.allow_dot_segments != 0};
     natshttp_files *files = NULL;
     natshttp_upstream *up = NULL;

@@ -24,7 +24,13 @@
 #define COMP "client"
 #define TICK_MS 50
 
-enum { CMD_CANCEL = 1, CMD_STOP };
+enum { CMD_CANCEL = 1, CMD_STOP, CMD_DENIED };
+
+/* CMD_DENIED: nats-server refused a publish of ours to `subject`. */
+typedef struct denied_cmd {
+    nh_cmd base;
+    char subject[];
+} denied_cmd;
 
 typedef enum tx_state {
     TX_COLLECT,    /* the body fits in one message: gathering it */
@@ -47,6 +53,7 @@ struct natshttp_call {
     pthread_mutex_t mu;
     tx_state tx;
     natshttp_head *req;      /* kept until the first message is out */
+    char *subject;           /* of the first message, once it is out */
     int64_t body_len;        /* -1 none, -2 unknown */
     uint8_t *buf;            /* TX_COLLECT */
     size_t buf_len;
@@ -111,6 +118,7 @@ static natshttp_status publish_first(natshttp_call *call, bool chunked, const vo
     if (st != NATSHTTP_OK)
         return st;
     call->last_tx = nh_now_ms();
+    call->subject = strdup(natsMsg_GetSubject(m));   /* NULL: no 403, the timeout then */
     if (last)   /* the whole request is out: the response is due */
         call->deadline = nh_now_ms() + call->c->timeout_ms;
     natsStatus ns = natsConnection_PublishMsg(call->c->nc, m);
@@ -276,6 +284,7 @@ static void call_free(natshttp_call *call)
     natshttp_head_free(call->resp);
     free(call->buf);
     free(call->chunk_subject);
+    free(call->subject);
     if (call->credit) {
         nh_credit_close(call->credit);
         nh_credit_unref(call->credit);
@@ -604,6 +613,59 @@ static void stray(natshttp_client *c, natsMsg *msg)
     natsMsg_Destroy(msg);
 }
 
+/* Does the refused publish to subject belong to call? Its first message
+ * (while no answer came), or a piece, end or cancel sent to the server's
+ * private subjects. */
+static bool denied_matches(natshttp_call *call, const char *subject, bool *first)
+{
+    bool hit = false;
+    pthread_mutex_lock(&call->mu);
+    size_t n;
+    if (call->subject && call->rx == RX_WAIT && strcmp(call->subject, subject) == 0) {
+        hit = *first = true;
+    } else if (call->chunk_subject && (n = strlen(call->chunk_subject)) > 0 &&
+               strncmp(subject, call->chunk_subject, n) == 0 &&
+               (subject[n] == 0 || subject[n] == '.')) {
+        hit = true;
+    } else if (call->srv_ctl[0] && (n = strlen(call->srv_ctl)) > 0 &&
+               strncmp(subject, call->srv_ctl, n) == 0 && (subject[n] == 0 || subject[n] == '.')) {
+        hit = true;
+    }
+    pthread_mutex_unlock(&call->mu);
+    return hit;
+}
+
+/* nats-server answers a refused publish with -ERR and nothing else: without
+ * this the call would wait for its timeout. nats-server processes one
+ * connection's publishes in order, so of several calls that published to the
+ * same subject, the oldest unanswered one is the refused one. */
+static void on_denied(natshttp_client *c, const char *subject)
+{
+    natshttp_call *hit = NULL;
+    pthread_mutex_lock(&c->mu);
+    size_t n = 0, cap = c->calls.len;
+    natshttp_call **all = cap ? malloc(cap * sizeof *all) : NULL;
+    for (size_t i = 0; all && i < c->calls.cap && n < cap; i++)
+        if (c->calls.ids[i])
+            all[n++] = c->calls.slots[i];
+    pthread_mutex_unlock(&c->mu);
+    /* Calls are freed on this thread only: the pointers stay valid here. */
+    for (size_t i = 0; i < n; i++) {
+        bool first = false;
+        if (denied_matches(all[i], subject, &first) && (!hit || !first || all[i]->id < hit->id)) {
+            hit = all[i];
+            if (!first)
+                break;   /* a private subject names exactly one call */
+        }
+    }
+    free(all);
+    if (hit) {
+        NH_LOG_W(COMP, "NATS refused the publish to %s (permissions): call %" PRIu64 " ends with 403",
+                 subject, hit->id);
+        finish(hit, NATSHTTP_PERMISSION);
+    }
+}
+
 static void *dispatch_main(void *arg)
 {
     natshttp_client *c = arg;
@@ -615,9 +677,13 @@ static void *dispatch_main(void *arg)
             nh_cmd *cmd = NH_CMD_PTR(item);
             int type = cmd->type;
             uint64_t id = cmd->id;
+            if (type == CMD_DENIED)
+                on_denied(c, ((denied_cmd *)cmd)->subject);
             free(cmd);
             if (type == CMD_STOP)
                 break;
+            if (type == CMD_DENIED)
+                continue;
             pthread_mutex_lock(&c->mu);
             natshttp_call *call = nh_table_get(&c->calls, id);
             pthread_mutex_unlock(&c->mu);
@@ -674,11 +740,12 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
         return NATSHTTP_INVALID;
     if (opts->layout != NATSHTTP_LAYOUT_NATIVE && opts->layout != NATSHTTP_LAYOUT_COMPAT)
         return NATSHTTP_INVALID;
+    if (!nh_inbox_prefix_valid(opts->inbox_prefix))
+        return NATSHTTP_INVALID;
     natshttp_client *c = calloc(1, sizeof *c);
     if (!c)
         return NATSHTTP_NOMEM;
     natshttp_status st = NATSHTTP_OK;
-    natsInbox *inbox = NULL;
     char subj[80];
 
     c->nc = nc;
@@ -698,10 +765,8 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
         free(c);
         return NATSHTTP_NOMEM;
     }
-    natsStatus ns = natsInbox_Create(&inbox);
+    natsStatus ns = nh_make_inbox(c->inbox, sizeof c->inbox, opts->inbox_prefix);
     if (ns == NATS_OK) {
-        snprintf(c->inbox, sizeof c->inbox, "%s", (const char *)inbox);
-        natsInbox_Destroy(inbox);
         snprintf(subj, sizeof subj, "%s.>", c->inbox);
         ns = natsConnection_Subscribe(&c->sub, nc, subj, on_nats_msg, c);
     }
@@ -857,6 +922,28 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
     }
     *out = call;
     return NATSHTTP_OK;
+}
+
+void natshttp_client_async_error(natshttp_client *c, natsStatus err, const char *text)
+{
+    static const char marker[] = "Permissions Violation for Publish to \"";
+    const char *p = c && err == NATS_NOT_PERMITTED && text ? strstr(text, marker) : NULL;
+    if (!p)
+        return;
+    p += sizeof marker - 1;
+    const char *end = strchr(p, '"');
+    if (!end || end == p || (size_t)(end - p) >= NH_MAX_SUBJECT)
+        return;
+    size_t n = (size_t)(end - p);
+    denied_cmd *cmd = malloc(sizeof *cmd + n + 1);
+    if (!cmd)
+        return;   /* the call then ends by its timeout */
+    cmd->base.type = CMD_DENIED;
+    cmd->base.id = 0;
+    memcpy(cmd->subject, p, n);
+    cmd->subject[n] = 0;
+    if (nh_queue_push(&c->q, NH_CMD_TAG(&cmd->base)) != 0)
+        free(cmd);
 }
 
 void natshttp_call_cancel(natshttp_call *call)

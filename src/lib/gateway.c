@@ -26,6 +26,7 @@
 
 #define COMP "gateway"
 #define GW_MAX_FIELDS 100   /* header fields in one request */
+#define GW_MAX_DISCARD (4u * 1024 * 1024)   /* refused body bytes read and dropped */
 
 typedef struct gw_req gw_req;
 
@@ -35,6 +36,9 @@ struct natshttp_gateway {
     uint16_t port;
     size_t max_buffer;
     size_t max_head;
+    int64_t max_body;          /* 0: no limit */
+    unsigned max_inflight;     /* 0: no limit */
+    _Atomic unsigned inflight;
 
     /* The watch: requests whose connection is suspended until the response
      * head comes. libmicrohttpd does not poll a suspended socket, so without
@@ -78,6 +82,10 @@ struct gw_req {
     qchunk *qhead, *qtail;
     size_t qoff, queued;
     uint64_t bytes_out;
+    int64_t bytes_in;          /* request body bytes taken */
+    bool counted;              /* holds one of g->max_inflight */
+    bool discarding;           /* reading a refused body to drop it */
+    size_t discarded;
 };
 
 /* ---- shared helpers ------------------------------------------------------------ */
@@ -481,6 +489,16 @@ static enum MHD_Result begin(gw_req *r, const char *method)
 
     natshttp_status st = b.st;
     int64_t body_len = chunked ? -2 : cl > 0 ? cl : -1;
+    if (st == NATSHTTP_OK && g->max_body > 0 && cl > g->max_body)
+        st = NATSHTTP_BODY_TOO_LARGE;
+    if (st == NATSHTTP_OK && g->max_inflight) {
+        if (atomic_fetch_add(&g->inflight, 1) >= g->max_inflight) {
+            atomic_fetch_sub(&g->inflight, 1);
+            st = NATSHTTP_BUSY;
+        } else {
+            r->counted = true;
+        }
+    }
     if (st == NATSHTTP_OK) {
         r->refs++;   /* the call's hold */
         st = natshttp_call_start(&r->call, g->client, b.h, body_len, NULL, &call_cb, r);
@@ -574,12 +592,34 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
     if (*upload_data_size > 0) {
         if (r->error_status || r->head_ready || !r->call) {
-            /* Answered already (refused, or an early response): drop the rest. */
+            /* Answered already (refused, or an early response): drop the rest.
+             * A body refused for its size is read and dropped up to a bound,
+             * so that the client is still reading when the 413 comes (closing
+             * on unread data would reset the connection and lose the answer). */
+            r->discarded += *upload_data_size;
             *upload_data_size = 0;
+            if (r->discarding && r->discarded > GW_MAX_DISCARD && !r->response_queued) {
+                r->discarding = false;
+                ret = queue_response(r);
+            }
+        } else if (r->g->max_body > 0 &&
+                   (int64_t)*upload_data_size > r->g->max_body - r->bytes_in) {
+            /* A chunked body past --max-body: refuse it now, forward no more. */
+            NH_LOG_I(COMP, "%s %s: refused: body larger than %" PRId64 " bytes", r->method,
+                     r->target, r->g->max_body);
+            r->error_status = natshttp_status_http(NATSHTTP_BODY_TOO_LARGE);
+            r->error_text = natshttp_status_text(NATSHTTP_BODY_TOO_LARGE);
+            r->error_close = true;
+            r->discarding = true;
+            *upload_data_size = 0;
+            natshttp_call_cancel(r->call);
+            pthread_mutex_unlock(&r->mu);
+            return MHD_YES;
         } else {
             size_t taken = 0;
             natshttp_status st = natshttp_call_write(r->call, upload_data, *upload_data_size, &taken);
             *upload_data_size -= taken;
+            r->bytes_in += (int64_t)taken;
             if (st == NATSHTTP_AGAIN) {
                 if (r->writable) {
                     r->writable = false;   /* became writable meanwhile: MHD calls again */
@@ -671,6 +711,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     r->ended = true;
     r->completed = true;
     r->suspended = false;   /* the connection is gone: nothing to resume */
+    if (r->counted) {
+        r->counted = false;
+        atomic_fetch_sub(&r->g->inflight, 1);
+    }
     int status = r->error_status ? r->error_status : r->resp ? natshttp_head_status(r->resp) : 0;
     if (r->started)
         NH_LOG_I(COMP, "access %s %s %d %" PRIu64 "B %" PRId64 "ms%s", r->method, r->target,
@@ -700,6 +744,8 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
     if (!g)
         return NATSHTTP_NOMEM;
     g->max_buffer = opts->max_buffer ? opts->max_buffer : 64u * 1024 * 1024;
+    g->max_body = opts->max_body > 0 ? opts->max_body : 0;
+    g->max_inflight = opts->max_inflight;
     pthread_mutex_init(&g->wmu, NULL);
     pthread_cond_init(&g->wcv, NULL);
     g->max_head = opts->client.max_head ? opts->client.max_head : NATSHTTP_DEFAULT_MAX_HEAD;
@@ -738,6 +784,7 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(opts->idle_timeout_s ? opts->idle_timeout_s : 60),
         /* room for the read buffer and the parsed head: the head limit is ours (431) */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(2 * g->max_head + 32 * 1024),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, opts->max_connections_per_ip,
         MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_THREAD_POOL_SIZE,
         threads > 1 ? threads : 0u, MHD_OPTION_END);
     if (!g->mhd) {
@@ -808,6 +855,12 @@ static void *watch_main(void *arg)
 }
 
 uint16_t natshttp_gateway_port(const natshttp_gateway *g) { return g->port; }
+
+void natshttp_gateway_async_error(natshttp_gateway *g, natsStatus err, const char *text)
+{
+    if (g)
+        natshttp_client_async_error(g->client, err, text);
+}
 
 void natshttp_gateway_free(natshttp_gateway *g)
 {

@@ -79,6 +79,14 @@ struct natshttp_chunk {
 };
 natshttp_chunk *nh_chunk_from_msg(natsMsg *msg, nh_credit *credit);
 
+/* ---- private subjects (subject.c) ---- */
+
+#define NH_MAX_INBOX_PREFIX 32
+/* NULL (the default, "_INBOX") or a literal subject of at most 32 bytes. */
+bool nh_inbox_prefix_valid(const char *prefix);
+/* A fresh private subject "<prefix>.<nuid>" (prefix NULL: "_INBOX"). */
+natsStatus nh_make_inbox(char *out, size_t cap, const char *prefix);
+
 /* ---- v1 wire encoding (wire.c) ---- */
 
 /* How a side maps requests to subjects: its configuration, never the request's. */

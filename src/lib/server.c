@@ -795,6 +795,8 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
         return NATSHTTP_INVALID;
     if (opts->layout != NATSHTTP_LAYOUT_NATIVE && opts->layout != NATSHTTP_LAYOUT_COMPAT)
         return NATSHTTP_INVALID;
+    if (!nh_inbox_prefix_valid(opts->inbox_prefix))
+        return NATSHTTP_INVALID;
     natshttp_server *s = calloc(1, sizeof *s);
     if (!s)
         return NATSHTTP_NOMEM;
@@ -823,12 +825,9 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
         return NATSHTTP_NOMEM;
     }
 
-    natsInbox *inbox = NULL;
     char subj[NH_MAX_SUBJECT];
-    natsStatus ns = natsInbox_Create(&inbox);
+    natsStatus ns = nh_make_inbox(s->inbox, sizeof s->inbox, opts->inbox_prefix);
     if (ns == NATS_OK) {
-        snprintf(s->inbox, sizeof s->inbox, "%s", (const char *)inbox);
-        natsInbox_Destroy(inbox);
         snprintf(subj, sizeof subj, "%s.>", s->inbox);
         ns = natsConnection_Subscribe(&s->body_sub, nc, subj, on_nats_msg, s);
     }

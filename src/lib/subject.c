@@ -216,6 +216,24 @@ bool natshttp_path_has_dot_segment(const char *path, size_t len)
     return false;
 }
 
+bool nh_inbox_prefix_valid(const char *p)
+{
+    return !p || (strlen(p) <= NH_MAX_INBOX_PREFIX && nh_prefix_valid(p));
+}
+
+natsStatus nh_make_inbox(char *out, size_t cap, const char *prefix)
+{
+    natsInbox *inbox = NULL;
+    natsStatus ns = natsInbox_Create(&inbox);   /* "_INBOX.<nuid>" */
+    if (ns != NATS_OK)
+        return ns;
+    const char *nuid = strrchr((const char *)inbox, '.');
+    nuid = nuid ? nuid + 1 : (const char *)inbox;
+    int n = snprintf(out, cap, "%s.%s", prefix ? prefix : "_INBOX", nuid);
+    natsInbox_Destroy(inbox);
+    return n > 0 && (size_t)n < cap ? NATS_OK : NATS_INVALID_ARG;
+}
+
 bool nh_prefix_valid(const char *p)
 {
     if (!p || !*p || *p == '.')

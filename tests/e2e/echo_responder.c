@@ -161,7 +161,8 @@ int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: echo_responder NATS_URL SUBJECT [GROUP [INSTANCE]]\n"
-                "  ECHO_LAYOUT=compat in the environment takes v1 subjects\n");
+                "  ECHO_LAYOUT=compat in the environment takes v1 subjects;\n"
+                "  ECHO_INBOX_PREFIX=P puts its private subjects under P.>\n");
         return 2;
     }
     if (argc > 4)
@@ -180,6 +181,7 @@ int main(int argc, char **argv)
         .group = argc > 3 && *argv[3] ? argv[3] : NULL,
         .layout = layout && strcmp(layout, "compat") == 0 ? NATSHTTP_LAYOUT_COMPAT
                                                           : NATSHTTP_LAYOUT_NATIVE,
+        .inbox_prefix = getenv("ECHO_INBOX_PREFIX"),
     };
     natshttp_server_callbacks cb = {.on_request = on_request, .on_body = on_body, .on_body_end = on_body_end};
     if (natshttp_server_new(&srv, nc, &so, &cb, NULL) != NATSHTTP_OK) {

@@ -1,8 +1,9 @@
 /* natsraw.c - a raw NATS peer for tests, on nats.c directly (not on
  * libnatshttp), to send what our own parts never would.
  *
- *   natsraw request URL SUBJECT [-H 'K: V']... [-d DATA] [-t MS] [-u USER -p PASS]
- *       publishes one message with a fresh inbox as reply and prints every
+ *   natsraw request URL SUBJECT [-H 'K: V']... [-d DATA] [-t MS] [-i INBOX_PREFIX]
+ *       publishes one message with a fresh inbox (under INBOX_PREFIX, default
+ *       _INBOX) as reply and prints every
  *       message that arrives on the inbox within -t ms (default 2000):
  *       "MSG <subject> reply=<reply> status=<status>", then "H <key>: <value>"
  *       lines, then "DATA <len>" and the data, then a blank line.
@@ -85,6 +86,7 @@ int main(int argc, char **argv)
     }
     const char *mode = argv[1], *url = argv[2], *subject = argv[3];
     int timeout = 2000;
+    const char *inbox_prefix = NULL;
     for (int i = 4; i < argc; i++) {
         if (strcmp(argv[i], "-H") == 0 && i + 1 < argc && nhdr < 64) {
             char *h = strdup(argv[++i]);
@@ -102,6 +104,8 @@ int main(int argc, char **argv)
             timeout = atoi(argv[++i]);
         } else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
             count = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "-i") == 0 && i + 1 < argc) {
+            inbox_prefix = argv[++i];
         } else {
             fprintf(stderr, "natsraw: unknown argument %s\n", argv[i]);
             return 2;
@@ -119,7 +123,10 @@ int main(int argc, char **argv)
         char inbox[128];
         natsInbox *ib = NULL;
         natsInbox_Create(&ib);
-        snprintf(inbox, sizeof inbox, "%s", (const char *)ib);
+        if (inbox_prefix)   /* "<prefix>.<nuid>": for users who may subscribe to that only */
+            snprintf(inbox, sizeof inbox, "%s.%s", inbox_prefix, strrchr((const char *)ib, '.') + 1);
+        else
+            snprintf(inbox, sizeof inbox, "%s", (const char *)ib);
         natsInbox_Destroy(ib);
         bool req = strcmp(mode, "request") == 0;
         s = natsConnection_SubscribeSync(&sub, nc, req ? inbox : subject);

@@ -70,16 +70,18 @@ def _url(nats) -> str:
 
 
 def echo(nats, subject: str, group: str | None = None, instance: str | None = None,
-         name: str = "echo", layout: str = "native") -> harness.Proc:
-    """Start echo_responder on `subject` (queue group, instance name and the
-    subject layout optional)."""
+         name: str = "echo", layout: str = "native",
+         inbox_prefix: str | None = None) -> harness.Proc:
+    """Start echo_responder on `subject` (queue group, instance name, the
+    subject layout and the prefix of its private subjects optional)."""
     args = [ECHO, _url(nats), subject]
     if group is not None or instance is not None:
         args.append(group or "")
     if instance is not None:
         args.append(instance)
     p = harness.Proc(args, name=name, ready=r"\bready\b", expect_exit=0, sanitizer_check=True,
-                     env={"ECHO_LAYOUT": layout})
+                     env={"ECHO_LAYOUT": layout,
+                          **({"ECHO_INBOX_PREFIX": inbox_prefix} if inbox_prefix else {})})
     return p
 
 
@@ -192,9 +194,12 @@ def listened(proc: harness.Proc) -> list[RawMsg]:
 
 
 def natsraw_request(nats, subject: str, headers: Sequence[str] = (), data: str | None = None,
-                    ms: int = 2000) -> list[RawMsg]:
-    """`natsraw request`: publish one message with an inbox reply; every reply within ms."""
+                    ms: int = 2000, inbox_prefix: str | None = None) -> list[RawMsg]:
+    """`natsraw request`: publish one message with an inbox reply; every reply within ms.
+    `nats` may be a client URL with credentials (Nats.client_url(user, password))."""
     args = [NATSRAW, "request", _url(nats), subject, *_hdr_args(headers), "-t", str(ms)]
+    if inbox_prefix:
+        args += ["-i", inbox_prefix]
     if data is not None:
         args += ["-d", data]
     env = dict(os.environ)
@@ -207,11 +212,14 @@ def natsraw_request(nats, subject: str, headers: Sequence[str] = (), data: str |
     return parse_natsraw(r.stdout)
 
 
-def natsraw_publish(nats, subject: str, headers: Sequence[str] = (), data: str | None = None):
-    """Publish one message on `subject` with no reply subject.
+def natsraw_publish(nats, subject: str, headers: Sequence[str] = (), data: str | None = None,
+                    user: str | None = None, password: str | None = None) -> str | None:
+    """Publish one message on `subject` with no reply subject, as `user` if given.
 
     natsraw always sets a reply, so this uses nats-server's own protocol over a
-    raw socket: CONNECT, HPUB (headers) or PUB, PING, wait for PONG.
+    raw socket: CONNECT, HPUB (headers) or PUB, PING, wait for PONG. Returns
+    None, or the text of a "-ERR 'Permissions Violation ...'" nats-server sent
+    (other -ERR lines raise).
     """
     import socket
     host, port = "127.0.0.1", nats.port
@@ -221,8 +229,10 @@ def natsraw_publish(nats, subject: str, headers: Sequence[str] = (), data: str |
         info = f.readline()
         if not info.startswith(b"INFO "):
             raise AssertionError(f"no INFO from nats-server: {info!r}")
-        s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,'
-                  b'"no_responders":true,"protocol":1}\r\n')
+        auth = {"user": user, "pass": password} if user is not None else {}
+        s.sendall(b"CONNECT " + json.dumps({"verbose": False, "pedantic": False, "headers": True,
+                                            "no_responders": True, "protocol": 1,
+                                            **auth}).encode() + b"\r\n")
         if headers:
             hb = ("NATS/1.0\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n").encode()
             s.sendall(f"HPUB {subject} {len(hb)} {len(hb) + len(payload)}\r\n".encode()
@@ -230,13 +240,16 @@ def natsraw_publish(nats, subject: str, headers: Sequence[str] = (), data: str |
         else:
             s.sendall(f"PUB {subject} {len(payload)}\r\n".encode() + payload + b"\r\n")
         s.sendall(b"PING\r\n")
+        violation = None
         while True:
             line = f.readline()
             if not line:
                 raise AssertionError("nats-server closed the connection")
             if line.startswith(b"PONG"):
-                return
-            if line.startswith(b"-ERR"):
+                return violation
+            if line.startswith(b"-ERR") and b"Permissions Violation" in line:
+                violation = line.decode().strip()
+            elif line.startswith(b"-ERR"):
                 raise AssertionError(f"nats-server: {line!r}")
 
 
