@@ -255,6 +255,14 @@ natshttp_status natshttp_call_write(natshttp_call *call, const void *data, size_
                                     size_t *taken);
 /* Ends the request body. Any thread. */
 natshttp_status natshttp_call_end_body(natshttp_call *call);
+/* The NATS subject the request went to, or NULL before it went out. Valid
+ * until on_end returns; call it from a callback. */
+const char *natshttp_call_subject(const natshttp_call *call);
+/* The name of the server instance that answered (v2 servers with a name
+ * send it; see docs/protocol.md), or NULL. Valid until on_end returns; call
+ * it from a callback. */
+const char *natshttp_call_instance(const natshttp_call *call);
+
 /* Abandons the call: on_end(CANCELLED) follows (unless on_end already ran or
  * is running). Any thread. */
 void natshttp_call_cancel(natshttp_call *call);
@@ -291,6 +299,8 @@ typedef struct natshttp_server_options {
     int64_t window;           /* v2 flow-control window per body, bytes; 0 = 4 MiB */
     int64_t idle_timeout_ms;  /* a body (either way) that makes no progress this long
                                  is aborted; 0 = 30000 */
+    const char *instance;     /* this instance's name, sent to v2 clients in the
+                                 response head and logged; NULL = none; at most 63 bytes */
 } natshttp_server_options;
 
 natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
@@ -403,10 +413,15 @@ typedef struct natshttp_gateway_options {
     size_t max_buffer;         /* response bytes one request may hold unsent to its HTTP
                                   client before it is aborted (v1 has no flow control);
                                   0 = 64 MiB */
+    const char *https_cert;    /* PEM text of the certificate (chain): HTTPS instead of
+                                  HTTP; NULL = plain HTTP. Copied. */
+    const char *https_key;     /* PEM text of its private key (with https_cert) */
 } natshttp_gateway_options;
 
 natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
                                      const natshttp_gateway_options *opts);
+/* True when this libmicrohttpd can serve HTTPS (built with GnuTLS). */
+bool natshttp_gateway_https_supported(void);
 /* The port the gateway listens on (useful with listen_port 0). */
 uint16_t natshttp_gateway_port(const natshttp_gateway *g);
 void natshttp_gateway_free(natshttp_gateway *g);

@@ -6,7 +6,7 @@
 
 typedef struct gateway_cfg {
     cli_common common;
-    const char *listen, *subject;
+    const char *listen, *subject, *https_cert, *https_key;
     long long timeout, threads, max_buffer, http_idle_timeout, max_connections;
 } gateway_cfg;
 
@@ -18,6 +18,8 @@ static const cli_opt gateway_opts[] = {
     {"max-buffer", 0, OPT_INT, "BYTES", "response bytes one request may hold for a slow client before it is aborted", offsetof(gateway_cfg, max_buffer), "67108864"},
     {"http-idle-timeout", 0, OPT_INT, "SECONDS", "close idle keep-alive HTTP connections after this long", offsetof(gateway_cfg, http_idle_timeout), "60"},
     {"max-connections", 0, OPT_INT, "N", "concurrent HTTP connections", offsetof(gateway_cfg, max_connections), "1024"},
+    {"https-cert", 0, OPT_STR, "FILE", "serve HTTPS with this certificate (PEM, the chain after it), with --https-key", offsetof(gateway_cfg, https_cert), NULL},
+    {"https-key", 0, OPT_STR, "FILE", "the HTTPS certificate's private key (PEM, unencrypted)", offsetof(gateway_cfg, https_key), NULL},
     CLI_COMMON_OPTS(gateway_cfg),
 };
 #define NOPTS (sizeof gateway_opts / sizeof gateway_opts[0])
@@ -49,7 +51,7 @@ int cmd_gateway(int argc, char **argv)
 {
     gateway_cfg cfg = {0};
     cli_list rest = {0};
-    char *listen = NULL;
+    char *listen = NULL, *cert = NULL, *key = NULL;
     const char *addr = NULL;
     unsigned port = 0;
     int rc = cli_parse("gateway", gateway_opts, NOPTS, &cfg, argc, argv, &rest);
@@ -68,6 +70,18 @@ int cmd_gateway(int argc, char **argv)
         rc = cli_usage_error("gateway", "--subject is required");
     if (rc == 0 && !natshttp_subject_valid(cfg.subject))
         rc = cli_usage_error("gateway", "--subject '%s' is not a literal NATS subject", cfg.subject);
+    if (rc == 0 && !cfg.https_cert != !cfg.https_key)
+        rc = cli_usage_error("gateway", "--https-cert and --https-key go together");
+    if (rc == 0 && cfg.https_cert && !natshttp_gateway_https_supported()) {
+        fprintf(stderr, "nats-http gateway: this libmicrohttpd has no TLS support: --https-cert cannot work\n");
+        rc = 1;
+    }
+    if (rc == 0 && cfg.https_cert) {
+        cert = cli_read_file("gateway", "--https-cert", cfg.https_cert);
+        key = cert ? cli_read_file("gateway", "--https-key", cfg.https_key) : NULL;
+        if (!cert || !key)
+            rc = 1;
+    }
     if (rc == 0) {
         listen = strdup(cfg.listen);
         if (!listen || split_listen(listen, &addr, &port) != 0)
@@ -95,21 +109,30 @@ int cmd_gateway(int argc, char **argv)
         .max_buffer = (size_t)cfg.max_buffer,
         .idle_timeout_s = (unsigned)cfg.http_idle_timeout,
         .max_connections = (unsigned)cfg.max_connections,
+        .https_cert = cert,
+        .https_key = key,
     };
     natshttp_status st = natshttp_gateway_new(&gw, nc, &go);
+    if (key)
+        memset(key, 0, strlen(key));   /* the gateway keeps its own copy */
     if (st != NATSHTTP_OK) {
         natshttp_log(NATSHTTP_LOG_ERROR, "gateway", "cannot start: %s", natshttp_status_text(st));
         rc = 1;
     } else {
         bool v6 = strchr(addr, ':') != NULL;
-        natshttp_log(NATSHTTP_LOG_INFO, "gateway", "ready listening on http://%s%s%s:%u subject=%s",
-                     v6 ? "[" : "", addr, v6 ? "]" : "", natshttp_gateway_port(gw), cfg.subject);
+        natshttp_log(NATSHTTP_LOG_INFO, "gateway", "ready listening on http%s://%s%s%s:%u subject=%s",
+                     cert ? "s" : "", v6 ? "[" : "", addr, v6 ? "]" : "", natshttp_gateway_port(gw),
+                     cfg.subject);
         cli_wait_for_signal();
         natshttp_log(NATSHTTP_LOG_INFO, "gateway", "stopping");
         natshttp_gateway_free(gw);
     }
     cli_disconnect(nc);
 out:
+    if (key)
+        memset(key, 0, strlen(key));
+    free(key);
+    free(cert);
     free(listen);
     free(rest.items);
     return rc;

@@ -66,6 +66,8 @@ struct natshttp_call {
     int64_t resp_cl, received, last_rx, rx_seq;
     nh_credit *credit;
     char srv_ctl[128];       /* the server's subject for this request (v2), or "" */
+    char *subject;           /* the request's subject, set before it is published */
+    char instance[64];       /* Natshttp-Instance of the response head, or "" */
 };
 
 struct natshttp_client {
@@ -109,6 +111,8 @@ static natshttp_status publish_first(natshttp_call *call, bool chunked, const vo
                                              chunked, announced_window(call), data, len);
     if (st != NATSHTTP_OK)
         return st;
+    if (!call->subject)
+        call->subject = strdup(natsMsg_GetSubject(m));
     call->last_tx = nh_now_ms();
     if (last)   /* the whole request is out: the response is due */
         call->deadline = nh_now_ms() + call->c->timeout_ms;
@@ -275,6 +279,7 @@ static void call_free(natshttp_call *call)
     natshttp_head_free(call->resp);
     free(call->buf);
     free(call->chunk_subject);
+    free(call->subject);
     if (call->credit) {
         nh_credit_close(call->credit);
         nh_credit_unref(call->credit);
@@ -392,6 +397,9 @@ static void on_head(natshttp_call *call, natsMsg *msg)
     }
     const char *ver = nh_msg_header(msg, NH_HDR_VERSION);
     const char *reply = natsMsg_GetReply(msg);
+    const char *inst = nh_msg_header(msg, NH_HDR_INSTANCE);
+    if (inst)
+        snprintf(call->instance, sizeof call->instance, "%s", inst);
     call->v2 = call->c->window > 0 && ver && strcmp(ver, "2") == 0 && reply && *reply &&
                strlen(reply) < sizeof call->srv_ctl;
     if (call->v2)
@@ -812,6 +820,7 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
         if (st == NATSHTTP_OK) {
             head_size = (int64_t)(strlen(natsMsg_GetSubject(probe)) + strlen(call->reply) +
                                   nh_wire_header_size(probe));
+            call->subject = strdup(natsMsg_GetSubject(probe));
             natsMsg_Destroy(probe);
             if (head_size + NH_SUBJECT_ROOM > call->max_payload)
                 st = NATSHTTP_HEAD_TOO_LARGE;
@@ -853,6 +862,13 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
     }
     *out = call;
     return NATSHTTP_OK;
+}
+
+const char *natshttp_call_subject(const natshttp_call *call) { return call->subject; }
+
+const char *natshttp_call_instance(const natshttp_call *call)
+{
+    return call->instance[0] ? call->instance : NULL;
 }
 
 void natshttp_call_cancel(natshttp_call *call)
