@@ -437,8 +437,11 @@ natsConnection *cli_connect(const char *cmd, const cli_common *c)
         if (step)
             natshttp_log(NATSHTTP_LOG_ERROR, cmd, "bad %s: %s%s", step, natsStatus_GetText(s), why);
         else
-            natshttp_log(NATSHTTP_LOG_ERROR, cmd, "cannot connect to NATS at %s: %s%s", servers,
-                         natsStatus_GetText(s), why);
+            natshttp_log(NATSHTTP_LOG_ERROR, cmd, "cannot connect to NATS at %s: %s%s%s", servers,
+                         natsStatus_GetText(s), why,
+                         s == NATS_PROTOCOL_ERROR && c->tls_ca && !c->tls_cert
+                             ? " (does the server want a client certificate? --tls-cert, --tls-key)"
+                             : "");
     }
     natsOptions_Destroy(opts);
     free(list);
