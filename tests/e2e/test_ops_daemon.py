@@ -320,6 +320,29 @@ class ConfigTest(harness.E2ETestCase):
             self.assertEqual(rc, 2, f"{text!r}: {err}")
             self.assertIn(want, err, text)
 
+    def test_contrib_examples_are_valid(self):
+        """The example config files of contrib/systemd start a daemon (with the
+        paths and addresses of this machine put over them)."""
+        nats = harness.Nats()
+        logs = self.tmpdir("logs")
+        conf = ROOT / "contrib" / "systemd"
+        gw = harness.Proc([harness.BIN, "gateway", "--config", conf / "gateway.conf",
+                           "--listen", "127.0.0.1:0", "--server", nats.url,
+                           "--log-file", logs / "gw.log"], name="gateway", ready=None,
+                          expect_exit=0, sanitizer_check=True)
+        m = wait_in_file(logs / "gw.log", harness.GATEWAY_READY)
+        self.assertIn("subject=demo", (logs / "gw.log").read_text())
+        srv = harness.Proc([harness.BIN, "serve", "--config", conf / "serve.conf",
+                            "--dir", self.root, "--server", nats.url,
+                            "--log-file", logs / "serve.log"], name="serve", ready=None,
+                           expect_exit=0, sanitizer_check=True)
+        wait_in_file(logs / "serve.log", r"ready subject=demo group=demo-files dir=")
+        rc, body, err = harness.curl(f"http://127.0.0.1:{m.group('port')}/hello.txt")
+        self.assertEqual(rc, 0, err)
+        self.assertBytesEqual(body, self.files["/hello.txt"])
+        gw.stop(check=True)
+        srv.stop(check=True)
+
     def test_missing_config_file(self):
         missing = self.tmpdir("c") / "none.conf"
         rc, _, err = harness.nats_http("serve", "--config", missing)
