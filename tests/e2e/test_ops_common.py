@@ -95,3 +95,76 @@ def run_serve(*args, timeout: float = 30):
     """Run `nats-http serve ARGS` expecting it to fail: (rc, stderr)."""
     rc, _, err = harness.nats_http("serve", *args, timeout=timeout)
     return rc, err
+
+
+# ---- JWT (operator mode) for --creds: NATS JWTs v2 signed with Ed25519 NKeys
+
+PREFIX_OPERATOR = 14 << 3
+PREFIX_ACCOUNT = 0
+
+
+class NKey:
+    """An Ed25519 key pair as NKeys of one type (operator, account, user)."""
+
+    def __init__(self, d: pathlib.Path, name: str, prefix: int):
+        self.pem = d / f"{name}.ed25519.pem"
+        _run("genpkey", "-algorithm", "ed25519", "-out", self.pem)
+        seed = _run("pkey", "-in", self.pem, "-outform", "DER")[-32:]
+        pub = _run("pkey", "-in", self.pem, "-pubout", "-outform", "DER")[-32:]
+        self.public = _b32(_with_crc(bytes([prefix]) + pub))
+        self.seed = _b32(_with_crc(bytes([PREFIX_SEED | (prefix >> 5), (prefix & 31) << 3]) + seed))
+        self.d = d
+
+    def sign(self, data: bytes) -> bytes:
+        msg = self.d / "to-sign.bin"
+        msg.write_bytes(data)
+        return _run("pkeyutl", "-sign", "-rawin", "-inkey", self.pem, "-in", msg)
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def jwt(signer: NKey, subject: str, name: str, nats: dict) -> str:
+    import hashlib
+    import json
+    import time as _time
+    claims = {"jti": "", "iat": int(_time.time()), "iss": signer.public, "name": name,
+              "sub": subject, "nats": dict(nats, version=2)}
+    claims["jti"] = _b32(hashlib.sha256(json.dumps(claims, separators=(",", ":")).encode()).digest())
+    head = _b64url(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    body = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{head}.{body}.{_b64url(signer.sign(f'{head}.{body}'.encode()))}"
+
+
+UNLIMITED = {"subs": -1, "data": -1, "payload": -1}
+
+
+def operator_setup(d: pathlib.Path) -> tuple[str, NKey, NKey]:
+    """An operator and one account: (nats-server config text, account key, operator key)."""
+    d.mkdir(parents=True, exist_ok=True)
+    op = NKey(d, "operator", PREFIX_OPERATOR)
+    acct = NKey(d, "account", PREFIX_ACCOUNT)
+    op_jwt = jwt(op, op.public, "test-operator", {"type": "operator"})
+    acct_jwt = jwt(op, acct.public, "test-account",
+                   {"type": "account",
+                    "limits": dict(UNLIMITED, imports=-1, exports=-1, wildcards=True, conn=-1,
+                                   leaf=-1)})
+    conf = (f"operator: {op_jwt}\nresolver: MEMORY\n"
+            f"resolver_preload: {{ {acct.public}: {acct_jwt} }}\n")
+    return conf, acct, op
+
+
+def creds_file(d: pathlib.Path, name: str, account: NKey) -> pathlib.Path:
+    """A user of `account` and its credentials file, as nsc writes one."""
+    user = NKey(d, name, PREFIX_USER)
+    token = jwt(account, user.public, name,
+                {"type": "user", "pub": {}, "sub": {}, **UNLIMITED})
+    path = d / f"{name}.creds"
+    path.write_text("-----BEGIN NATS USER JWT-----\n" f"{token}\n"
+                    "------END NATS USER JWT------\n\n"
+                    "************************* IMPORTANT *************************\n"
+                    "NKEY Seed printed below can be used to sign and prove identity.\n\n"
+                    "-----BEGIN USER NKEY SEED-----\n" f"{user.seed}\n"
+                    "------END USER NKEY SEED------\n")
+    return path

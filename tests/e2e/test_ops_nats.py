@@ -1,6 +1,6 @@
 """NATS security options of every subcommand against a real nats-server:
-mutual TLS with a CA made by the test (openssl), user/password, token and
-NKey authentication, each right and wrong; wrong settings end the process at
+mutual TLS with a CA made by the test (openssl), user/password, token, NKey
+and credentials-file (operator-mode JWT) authentication, each right and wrong; wrong settings end the process at
 once with one clear error line and status 1."""
 
 import time
@@ -202,6 +202,44 @@ class NkeyTest(OpsNatsBase):
         self.assertFailsClearly(common.serve_args(self.nats.url, SUBJ, root) +
                                 ["--nkey", self.bad_file],
                                 f"--nkey {self.bad_file}: the seed is not a valid user seed")
+
+
+
+class CredsTest(OpsNatsBase):
+    """Operator mode: an operator, an account and user JWTs made by the test
+    (Ed25519 by openssl), the account preloaded in the server's resolver."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        d = harness.tmpdir("jwt")
+        conf, account, _ = common.operator_setup(d / "op")
+        cls.creds = common.creds_file(d, "alice", account)
+        # a user of an account the server does not know
+        _, stranger, _ = common.operator_setup(d / "other")
+        cls.stranger = common.creds_file(d, "mallory", stranger)
+        cls.nats = harness.Nats(conf)
+
+    def test_right_creds(self):
+        self.assertServes(self.nats, "--creds", self.creds)
+
+    def test_creds_of_an_unknown_account(self):
+        root = self.tmpdir("root")
+        self.assertFailsClearly(common.serve_args(self.nats.url, SUBJ, root) +
+                                ["--creds", self.stranger],
+                                "cannot connect to NATS", "Authorization Violation")
+
+    def test_no_creds(self):
+        root = self.tmpdir("root")
+        self.assertFailsClearly(common.serve_args(self.nats.url, SUBJ, root),
+                                "cannot connect to NATS", "Authorization Violation")
+
+    def test_missing_creds_file(self):
+        root = self.tmpdir("root")
+        missing = self.tmpdir("c") / "none.creds"
+        self.assertFailsClearly(common.serve_args(self.nats.url, SUBJ, root) +
+                                ["--creds", missing],
+                                f"cannot read --creds {missing}: No such file or directory")
 
 
 if __name__ == "__main__":
