@@ -402,21 +402,17 @@ static void access_log(natshttp_txn *t, int status, int64_t sent, bool ok, bool 
             snprintf(client, sizeof client, "%s", last);
     }
     const char *q = natshttp_head_query(t->req);
-    size_t tl = strlen(t->raw_path) + (q && *q ? strlen(q) + 1 : 0) + 1;
-    char *target = malloc(tl);
-    if (target)
-        snprintf(target, tl, "%s%s%s", t->raw_path, q && *q ? "?" : "", q && *q ? q : "");
-    char ct[64], tg[1024], sj[512], in[96], st[8];
+    char target[1024], ct[64], tg[1024], sj[512], in[96], st[8];
+    snprintf(target, sizeof target, "%s%s%s", t->raw_path, q && *q ? "?" : "", q && *q ? q : "");
     snprintf(st, sizeof st, "%d", status);
     NH_LOG_I(COMP, "access client=%s method=%s target=%s status=%s in=%" PRId64 " out=%" PRId64
                    " dur_ms=%" PRId64 " subject=%s instance=%s proto=%d%s",
              nh_logfmt(ct, sizeof ct, client), natshttp_head_method(t->req),
-             nh_logfmt(tg, sizeof tg, target ? target : t->raw_path), status ? st : "-",
+             nh_logfmt(tg, sizeof tg, target), status ? st : "-",
              (int64_t)t->body_received, sent, nh_now_ms() - t->created,
              nh_logfmt(sj, sizeof sj, t->subject ? t->subject : "-"),
              nh_logfmt(in, sizeof in, t->core->instance[0] ? t->core->instance : "-"),
              t->v2 ? 2 : 1, cancelled ? " end=cancelled" : !ok ? " end=aborted" : "");
-    free(target);
 }
 
 void natshttp_txn_finish(natshttp_txn *t, bool ok)
@@ -456,7 +452,7 @@ void natshttp_txn_finish(natshttp_txn *t, bool ok)
         }
     }
     int status = t->resp ? natshttp_head_status(t->resp) : t->cancelled ? 499 : 0;
-    int64_t sent = was_none ? t->resp_cl : t->sent;
+    int64_t sent = was_none && t->resp_cl > 0 ? t->resp_cl : t->sent;
     bool cancelled = t->cancelled;
     t->mode = R_DONE;
     pthread_mutex_unlock(&t->mu);
@@ -622,9 +618,9 @@ static void on_request(natshttp_server *s, natsMsg *msg)
         snprintf(t->ctl, sizeof t->ctl, "%s.%" PRIu64, s->inbox, t->id);
         t->reply = strdup(reply);
         t->subject = strdup(natsMsg_GetSubject(msg));
-        st = t->reply && t->subject ? nh_wire_parse_request(msg, s->prefix, t->req, &t->raw_path, &t->path,
-                                              &t->path_len)
-                      : NATSHTTP_NOMEM;
+        st = t->reply && t->subject ? nh_wire_parse_request(msg, s->prefix, t->req, &t->raw_path,
+                                                            &t->path, &t->path_len)
+                                    : NATSHTTP_NOMEM;
     }
     bool chunked = false;
     if (st == NATSHTTP_OK)
