@@ -302,6 +302,13 @@ natshttp_status natshttp_call_end_body(natshttp_call *call);
  * PERMISSION (a gateway answers 403), instead of by its timeout. Other errors
  * are ignored. Any thread. */
 void natshttp_client_async_error(natshttp_client *c, natsStatus err, const char *text);
+/* The NATS subject the request went to, or NULL before it went out. Valid
+ * until on_end returns; call it from a callback. */
+const char *natshttp_call_subject(const natshttp_call *call);
+/* The name of the server instance that answered (v2 servers with a name
+ * send it; see docs/protocol.md), or NULL. Valid until on_end returns; call
+ * it from a callback. */
+const char *natshttp_call_instance(const natshttp_call *call);
 
 /* Abandons the call: on_end(CANCELLED) follows (unless on_end already ran or
  * is running). Any thread. */
@@ -342,6 +349,8 @@ typedef struct natshttp_server_options {
     natshttp_layout layout;   /* the only subject layout accepted; default NATIVE */
     const char *inbox_prefix; /* private subjects under "<inbox_prefix>.>"; NULL = "_INBOX" */
     bool allow_dot_segments;  /* accept paths with "." or ".." segments (else 400) */
+    const char *instance;     /* this instance's name, sent to v2 clients in the
+                                 response head and logged; NULL = none; at most 63 bytes */
 } natshttp_server_options;
 
 natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
@@ -458,12 +467,17 @@ typedef struct natshttp_gateway_options {
     unsigned max_inflight;     /* requests forwarded at once; more get 503 with
                                   Retry-After; 0 = no limit */
     unsigned max_connections_per_ip; /* 0 = no limit */
+    const char *https_cert;    /* PEM text of the certificate (chain): HTTPS instead of
+                                  HTTP; NULL = plain HTTP. Copied. */
+    const char *https_key;     /* PEM text of its private key (with https_cert) */
 } natshttp_gateway_options;
 
 natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
                                      const natshttp_gateway_options *opts);
 /* As natshttp_client_async_error, for the gateway's client. */
 void natshttp_gateway_async_error(natshttp_gateway *g, natsStatus err, const char *text);
+/* True when this libmicrohttpd can serve HTTPS (built with GnuTLS). */
+bool natshttp_gateway_https_supported(void);
 /* The port the gateway listens on (useful with listen_port 0). */
 uint16_t natshttp_gateway_port(const natshttp_gateway *g);
 void natshttp_gateway_free(natshttp_gateway *g);

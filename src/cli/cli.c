@@ -1,8 +1,11 @@
-/* cli.c - option parsing from the tables, NATS connection set-up, signals. */
+/* cli.c - option parsing from the tables (command line and --config file),
+ * the log file, NATS connection set-up with its security options, signals. */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -12,6 +15,10 @@
 #include <unistd.h>
 
 volatile sig_atomic_t cli_stop;
+volatile sig_atomic_t cli_hup;
+
+static char *config_text;      /* the --config file; values point into it */
+static const char *log_path;   /* --log-file, for the reopen on SIGHUP */
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -56,16 +63,11 @@ static int set_value(const char *cmd, const cli_opt *o, void *cfg, const char *v
     return 2;
 }
 
-int cli_parse(const char *cmd, const cli_opt *table, size_t n, void *cfg, int argc, char **argv,
-              cli_list *rest)
+/* One pass over argv. */
+static int parse_argv(const char *cmd, const cli_opt *table, size_t n, void *cfg, int argc,
+                      char **argv, cli_list *rest)
 {
-    for (size_t i = 0; i < n; i++)
-        if (table[i].def && set_value(cmd, &table[i], cfg, table[i].def) != 0)
-            return 2;
-    rest->items = calloc((size_t)argc + 1, sizeof *rest->items);
     rest->n = 0;
-    if (!rest->items)
-        return cli_usage_error(cmd, "out of memory");
     for (int a = 0; a < argc; a++) {
         const char *arg = argv[a];
         const cli_opt *o = NULL;
@@ -110,6 +112,169 @@ int cli_parse(const char *cmd, const cli_opt *table, size_t n, void *cfg, int ar
     return 0;
 }
 
+/* Every field back to zero, then the defaults. */
+static int reset_defaults(const char *cmd, const cli_opt *table, size_t n, void *cfg)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *field = (char *)cfg + table[i].offset;
+        switch (table[i].kind) {
+        case OPT_STR: *(const char **)field = NULL; break;
+        case OPT_INT: *(long long *)field = 0; break;
+        case OPT_FLAG: *(int *)field = 0; break;
+        case OPT_LIST:
+            free(((cli_list *)field)->items);
+            *(cli_list *)field = (cli_list){0};
+            break;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (table[i].def && set_value(cmd, &table[i], cfg, table[i].def) != 0)
+            return 2;
+    return 0;
+}
+
+char *cli_read_file(const char *cmd, const char *what, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = f != NULL;
+    while (ok) {
+        if (cap - len < 4096) {
+            if (cap > (16u << 20)) {   /* no certificate or config file is that big */
+                errno = EFBIG;
+                ok = false;
+                break;
+            }
+            char *nb = realloc(buf, cap = cap ? 2 * cap : 8192);
+            if (!nb) {
+                ok = false;
+                break;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0) {
+            ok = !ferror(f);
+            break;
+        }
+    }
+    int err = errno;
+    if (f)
+        fclose(f);
+    if (!ok) {
+        fprintf(stderr, "nats-http %s: cannot read %s %s: %s\n", cmd, what, path, strerror(err));
+        free(buf);
+        return NULL;
+    }
+    buf[len] = 0;
+    return buf;
+}
+
+static bool parse_bool(const char *v, int *out)
+{
+    if (!*v || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on") ||
+        !strcmp(v, "1"))
+        *out = 1;
+    else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off") ||
+             !strcmp(v, "0"))
+        *out = 0;
+    else
+        return false;
+    return true;
+}
+
+/* "name value" or "name = value" per line; '#' starts a comment line; a value
+ * may be put in double quotes (to keep spaces at its ends). */
+static int apply_config(const char *cmd, const cli_opt *table, size_t n, void *cfg,
+                        const char *path)
+{
+    free(config_text);
+    config_text = cli_read_file(cmd, "--config", path);
+    if (!config_text)
+        return 2;
+    int lineno = 0;
+    for (char *line = config_text, *next; line; line = next) {
+        lineno++;
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        size_t len = strlen(line);
+        while (len && isspace((unsigned char)line[len - 1]))
+            line[--len] = 0;
+        while (isspace((unsigned char)*line))
+            line++;
+        if (!*line || *line == '#')
+            continue;
+        char *name = line;
+        while (*line && !isspace((unsigned char)*line) && *line != '=')
+            line++;
+        char *name_end = line;
+        while (isspace((unsigned char)*line))
+            line++;
+        if (*line == '=')
+            line++;
+        while (isspace((unsigned char)*line))
+            line++;
+        *name_end = 0;
+        char *val = line;
+        len = strlen(val);
+        if (len >= 2 && val[0] == '"' && val[len - 1] == '"') {
+            val[len - 1] = 0;
+            val++;
+        }
+        const cli_opt *o = NULL;
+        for (size_t i = 0; i < n && !o; i++)
+            if (strcmp(table[i].name, name) == 0)
+                o = &table[i];
+        if (!o || strcmp(name, "config") == 0 || strcmp(name, "help") == 0)
+            return cli_usage_error(cmd, "%s:%d: unknown option '%s'", path, lineno, name);
+        if (o->kind == OPT_FLAG) {
+            int b;
+            if (!parse_bool(val, &b))
+                return cli_usage_error(cmd, "%s:%d: %s wants true or false, not '%s'", path,
+                                       lineno, name, val);
+            *(int *)((char *)cfg + o->offset) = b;
+            continue;
+        }
+        if (!*val)
+            return cli_usage_error(cmd, "%s:%d: %s needs a value", path, lineno, name);
+        if (set_value(cmd, o, cfg, val) != 0)
+            return 2;
+    }
+    return 0;
+}
+
+int cli_parse(const char *cmd, const cli_opt *table, size_t n, void *cfg, int argc, char **argv,
+              cli_list *rest)
+{
+    rest->items = calloc((size_t)argc + 1, sizeof *rest->items);
+    rest->n = 0;
+    if (!rest->items)
+        return cli_usage_error(cmd, "out of memory");
+    int rc = reset_defaults(cmd, table, n, cfg);
+    if (rc == 0)
+        rc = parse_argv(cmd, table, n, cfg, argc, argv, rest);
+    /* Every config struct starts with cli_common. With a file: start over,
+     * defaults, then the file, then the command line again on top. */
+    const char *config = ((const cli_common *)cfg)->config;
+    if (rc == 0 && config && !((const cli_common *)cfg)->help) {
+        rc = reset_defaults(cmd, table, n, cfg);
+        if (rc == 0)
+            rc = apply_config(cmd, table, n, cfg, config);
+        if (rc == 0)
+            rc = parse_argv(cmd, table, n, cfg, argc, argv, rest);
+    }
+    return rc;
+}
+
+void cli_cleanup(void)
+{
+    free(config_text);
+    config_text = NULL;
+}
+
 void cli_help(FILE *f, const char *cmd, const char *synopsis, const char *about,
               const cli_opt *table, size_t n)
 {
@@ -130,6 +295,8 @@ void cli_help(FILE *f, const char *cmd, const char *synopsis, const char *about,
             fprintf(f, " (repeatable)");
         fputc('\n', f);
     }
+    fprintf(f, "\nEvery option can also be a line 'name value' of the --config file (see\n"
+               "docs/cli.md); the command line wins over the file, the file over $NATS_URL.\n");
 }
 
 static _Atomic bool closing;   /* our own Close: not worth a warning */
@@ -172,12 +339,64 @@ static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus
     pthread_mutex_unlock(&sink_mu);
 }
 
+int cli_log_reopen(void)
+{
+    if (!log_path)
+        return 0;
+    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -1;
+    /* dup2 swaps the file under fd 2 in one step: a line written by another
+     * thread meanwhile goes whole to the old file or the new one. */
+    int rc = dup2(fd, STDERR_FILENO) < 0 ? -1 : 0;
+    close(fd);
+    return rc;
+}
+
+static int open_log(const char *cmd, const cli_common *c)
+{
+    if (!c->log_file)
+        return 0;
+    log_path = c->log_file;
+    if (cli_log_reopen() != 0) {
+        fprintf(stderr, "nats-http %s: cannot open --log-file %s: %s\n", cmd, c->log_file,
+                strerror(errno));
+        log_path = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* A file option must name a readable file: say which one is wrong before
+ * nats.c reports it less clearly. */
+static bool readable(const char *cmd, const char *opt, const char *path)
+{
+    if (!path || access(path, R_OK) == 0)
+        return true;
+    natshttp_log(NATSHTTP_LOG_ERROR, cmd, "cannot read --%s %s: %s", opt, path, strerror(errno));
+    return false;
+}
+
 natsConnection *cli_connect(const char *cmd, const cli_common *c)
 {
     static const char *const levels[] = {"error", "warn", "info", "debug"};
     for (int i = 0; i < 4; i++)
         if (c->log_level && strcasecmp(c->log_level, levels[i]) == 0)
             natshttp_log_set_level((natshttp_log_level)i);
+    if (open_log(cmd, c) != 0)
+        return NULL;
+    if (!readable(cmd, "creds", c->creds) || !readable(cmd, "nkey", c->nkey) ||
+        !readable(cmd, "tls-ca", c->tls_ca) || !readable(cmd, "tls-cert", c->tls_cert) ||
+        !readable(cmd, "tls-key", c->tls_key))
+        return NULL;
+    char nkey_pub[64] = "";
+    if (c->nkey) {
+        char err[128];
+        if (cli_nkey_public(c->nkey, nkey_pub, sizeof nkey_pub, err, sizeof err) != 0) {
+            natshttp_log(NATSHTTP_LOG_ERROR, cmd, "--nkey %s: %s", c->nkey, err);
+            return NULL;
+        }
+    }
 
     const char *servers = c->server ? c->server : getenv("NATS_URL");
     if (!servers || !*servers)
@@ -188,14 +407,29 @@ natsConnection *cli_connect(const char *cmd, const cli_common *c)
     char *list = strdup(servers);
     const char *urls[32];
     int nurls = 0;
-    for (char *save = NULL, *tok = list ? strtok_r(list, ",", &save) : NULL; tok && nurls < 32;
-         tok = strtok_r(NULL, ",", &save))
+    for (char *save = NULL, *tok = list ? strtok_r(list, ", ", &save) : NULL; tok && nurls < 32;
+         tok = strtok_r(NULL, ", ", &save))
         urls[nurls++] = tok;
+    const char *step = "options";
+    if (s == NATS_OK && nurls == 0)
+        s = NATS_INVALID_ARG;
     if (s == NATS_OK)
         s = natsOptions_SetServers(opts, urls, nurls);
-    if (s == NATS_OK && c->creds)
+    if (s == NATS_OK && c->creds && (step = "--creds"))
         s = natsOptions_SetUserCredentialsFromFiles(opts, c->creds, NULL);
-    if (s == NATS_OK)
+    if (s == NATS_OK && c->nkey && (step = "--nkey"))
+        s = natsOptions_SetNKeyFromSeed(opts, nkey_pub, c->nkey);
+    if (s == NATS_OK && c->user && (step = "--user"))
+        s = natsOptions_SetUserInfo(opts, c->user, c->password ? c->password : "");
+    if (s == NATS_OK && c->token && (step = "--token"))
+        s = natsOptions_SetToken(opts, c->token);
+    if (s == NATS_OK && (c->tls_ca || c->tls_cert) && (step = "TLS"))
+        s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK && c->tls_ca && (step = "--tls-ca"))
+        s = natsOptions_LoadCATrustedCertificates(opts, c->tls_ca);
+    if (s == NATS_OK && c->tls_cert && (step = "--tls-cert/--tls-key"))
+        s = natsOptions_LoadCertificatesChain(opts, c->tls_cert, c->tls_key);
+    if (s == NATS_OK && (step = "options"))
         s = natsOptions_SetMaxReconnect(opts, -1);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectWait(opts, 250);
@@ -205,11 +439,27 @@ natsConnection *cli_connect(const char *cmd, const cli_common *c)
         s = natsOptions_SetReconnectedCB(opts, on_reconnected, (void *)cmd);
     if (s == NATS_OK)
         s = natsOptions_SetErrorHandler(opts, on_async_error, (void *)cmd);
-    if (s == NATS_OK)
+    if (s == NATS_OK && (step = NULL) == NULL)
         s = natsConnection_Connect(&nc, opts);
-    if (s != NATS_OK)
-        natshttp_log(NATSHTTP_LOG_ERROR, cmd, "cannot connect to NATS at %s: %s", servers,
-                     natsStatus_GetText(s));
+    if (s != NATS_OK) {
+        /* nats.c's own text says what failed (a TLS handshake, an authorization
+         * violation); keep it to one line. */
+        char why[256] = "";
+        const char *last = nats_GetLastError(NULL);
+        if (last && *last)
+            snprintf(why, sizeof why, ": %s", last);
+        for (char *p = why; *p; p++)
+            if (*p == '\n' || *p == '\r')
+                *p = ' ';
+        if (step)
+            natshttp_log(NATSHTTP_LOG_ERROR, cmd, "bad %s: %s%s", step, natsStatus_GetText(s), why);
+        else
+            natshttp_log(NATSHTTP_LOG_ERROR, cmd, "cannot connect to NATS at %s: %s%s%s", servers,
+                         natsStatus_GetText(s), why,
+                         s == NATS_PROTOCOL_ERROR && c->tls_ca && !c->tls_cert
+                             ? " (does the server want a client certificate? --tls-cert, --tls-key)"
+                             : "");
+    }
     natsOptions_Destroy(opts);
     free(list);
     return s == NATS_OK ? nc : NULL;
@@ -241,7 +491,21 @@ int cli_check_common(const char *cmd, cli_common *c)
         c->layout_value = NATSHTTP_LAYOUT_COMPAT;
     else
         return cli_usage_error(cmd, "--layout is native or compat");
+    if (c->log_level && strcasecmp(c->log_level, "error") && strcasecmp(c->log_level, "warn") &&
+        strcasecmp(c->log_level, "info") && strcasecmp(c->log_level, "debug"))
+        return cli_usage_error(cmd, "--log-level is error, warn, info or debug");
+    if ((c->creds != NULL) + (c->nkey != NULL) + (c->user != NULL) + (c->token != NULL) > 1)
+        return cli_usage_error(cmd, "use one of --creds, --nkey, --user and --token");
+    if (c->password && !c->user)
+        return cli_usage_error(cmd, "--password needs --user");
+    if (!c->tls_cert != !c->tls_key)
+        return cli_usage_error(cmd, "--tls-cert and --tls-key go together");
     return 0;
+}
+
+static void on_hup(int sig)
+{
+    cli_hup = 1;   /* the reopen happens in cli_wait_for_signal, not here */
 }
 
 static void on_signal(int sig)
@@ -259,11 +523,22 @@ void cli_install_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
 void cli_wait_for_signal(void)
 {
-    while (!cli_stop)
+    while (!cli_stop) {
         usleep(100 * 1000);
+        if (cli_hup) {
+            cli_hup = 0;
+            if (cli_log_reopen() != 0)
+                natshttp_log(NATSHTTP_LOG_ERROR, "log", "cannot reopen %s: %s", log_path,
+                             strerror(errno));
+            else if (log_path)
+                natshttp_log(NATSHTTP_LOG_INFO, "log", "reopened %s", log_path);
+        }
+    }
 }

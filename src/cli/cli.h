@@ -28,9 +28,11 @@ typedef struct cli_opt {
 
 /* Options every subcommand takes; each command's config struct starts with this. */
 typedef struct cli_common {
+    const char *config;
     const char *server;
-    const char *creds;
-    const char *log_level;
+    const char *creds, *nkey, *user, *password, *token;
+    const char *tls_ca, *tls_cert, *tls_key;
+    const char *log_level, *log_file;
     long long protocol, window, idle_timeout;
     const char *layout;
     const char *inbox_prefix;
@@ -44,7 +46,23 @@ typedef struct cli_common {
      offsetof(type, common.server), NULL},                                                     \
     {"creds", 0, OPT_STR, "FILE", "NATS credentials file (JWT and NKey seed)",                \
      offsetof(type, common.creds), NULL},                                                      \
+    {"nkey", 0, OPT_STR, "SEED_FILE", "NATS NKey authentication: file holding the user's seed (SU...)", \
+     offsetof(type, common.nkey), NULL},                                                       \
+    {"user", 0, OPT_STR, "NAME", "NATS user name (with --password)", offsetof(type, common.user), NULL}, \
+    {"password", 0, OPT_STR, "PASSWORD", "NATS password (better in --config than on the command line)", \
+     offsetof(type, common.password), NULL},                                                   \
+    {"token", 0, OPT_STR, "TOKEN", "NATS authentication token", offsetof(type, common.token), NULL}, \
+    {"tls-ca", 0, OPT_STR, "FILE", "TLS to NATS: CA certificates (PEM) that sign the server's certificate", \
+     offsetof(type, common.tls_ca), NULL},                                                     \
+    {"tls-cert", 0, OPT_STR, "FILE", "TLS to NATS: client certificate (PEM), for mutual TLS (with --tls-key)", \
+     offsetof(type, common.tls_cert), NULL},                                                   \
+    {"tls-key", 0, OPT_STR, "FILE", "TLS to NATS: the client certificate's private key (PEM)", \
+     offsetof(type, common.tls_key), NULL},                                                    \
     {"log-level", 0, OPT_STR, "LEVEL", "error, warn, info or debug", offsetof(type, common.log_level), "info"}, \
+    {"log-file", 0, OPT_STR, "FILE", "append log lines to FILE instead of stderr; SIGHUP reopens it", \
+     offsetof(type, common.log_file), NULL},                                                   \
+    {"config", 0, OPT_STR, "FILE", "read options from FILE ('name value' lines; the command line wins)", \
+     offsetof(type, common.config), NULL},                                                     \
     {"protocol", 0, OPT_INT, "1|2", "2 speaks v2 with peers that do (flow control, integrity, cancellation); 1 is exactly v1", \
      offsetof(type, common.protocol), "2"},                                                    \
     {"window", 0, OPT_INT, "BYTES", "v2 flow-control window per body", offsetof(type, common.window), "4194304"}, \
@@ -59,7 +77,9 @@ typedef struct cli_common {
     {"help", 'h', OPT_FLAG, NULL, "show this help and exit", offsetof(type, common.help), NULL}
 
 /* Parses argv into cfg per table. Positional arguments are returned in rest.
- * On a usage error prints one line to stderr and returns 2; else 0. */
+ * Values come, lowest first, from the table's defaults, the file named by
+ * --config (see docs/cli.md), then the command line. On a usage error prints
+ * one line to stderr and returns 2; else 0. */
 int cli_parse(const char *cmd, const cli_opt *table, size_t n, void *cfg, int argc, char **argv,
               cli_list *rest);
 void cli_help(FILE *f, const char *cmd, const char *synopsis, const char *about,
@@ -69,7 +89,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* Checks the common options; prints a usage error and returns 2 when wrong. */
 int cli_check_common(const char *cmd, cli_common *c);
 
-/* Applies --log-level and connects to NATS; logs and returns NULL on failure. */
+/* Applies --log-level and --log-file, and connects to NATS with the security
+ * options; logs one line and returns NULL on failure. */
 natsConnection *cli_connect(const char *cmd, const cli_common *c);
 void cli_disconnect(natsConnection *nc);
 
@@ -78,10 +99,26 @@ void cli_disconnect(natsConnection *nc);
 typedef void (*cli_error_sink)(void *arg, natsStatus err, const char *text);
 void cli_set_async_error_sink(cli_error_sink fn, void *arg);
 
-/* SIGINT/SIGTERM set the flag; cli_wait_for_signal sleeps until then. */
+/* SIGINT/SIGTERM set the flag; cli_wait_for_signal sleeps until then.
+ * SIGHUP sets cli_hup; cli_wait_for_signal then reopens --log-file. */
 void cli_install_signals(void);
 void cli_wait_for_signal(void);
 extern volatile sig_atomic_t cli_stop;
+extern volatile sig_atomic_t cli_hup;
+
+/* Reopens the --log-file (after logrotate moved it); 0 or -1. Not from a
+ * signal handler. */
+int cli_log_reopen(void);
+/* Frees what cli_parse kept for the process (the --config file's text). */
+void cli_cleanup(void);
+
+/* Reads a whole file (for certificates); NULL and a log line on failure.
+ * The caller frees. */
+char *cli_read_file(const char *cmd, const char *what, const char *path);
+
+/* The NKey public key ("U...", 57 bytes with NUL) of the user seed in the
+ * file at path; 0, or -1 with a reason in err. */
+int cli_nkey_public(const char *path, char *pub, size_t cap, char *err, size_t errcap);
 
 int cmd_serve(int argc, char **argv);
 int cmd_gateway(int argc, char **argv);

@@ -7,7 +7,7 @@
 
 typedef struct gateway_cfg {
     cli_common common;
-    const char *listen, *subject;
+    const char *listen, *subject, *https_cert, *https_key;
     long long timeout, threads, max_buffer, http_idle_timeout, max_connections;
     long long max_body, max_inflight, max_connections_per_ip;
 } gateway_cfg;
@@ -23,6 +23,8 @@ static const cli_opt gateway_opts[] = {
     {"max-connections-per-ip", 0, OPT_INT, "N", "concurrent HTTP connections from one client address; 0 = no limit", offsetof(gateway_cfg, max_connections_per_ip), "0"},
     {"max-body", 0, OPT_INT, "BYTES", "largest request body (else 413); 0 = no limit", offsetof(gateway_cfg, max_body), "0"},
     {"max-inflight", 0, OPT_INT, "N", "requests forwarded at once (more get 503 with Retry-After); 0 = no limit beyond --max-connections", offsetof(gateway_cfg, max_inflight), "0"},
+    {"https-cert", 0, OPT_STR, "FILE", "serve HTTPS with this certificate (PEM, the chain after it), with --https-key", offsetof(gateway_cfg, https_cert), NULL},
+    {"https-key", 0, OPT_STR, "FILE", "the HTTPS certificate's private key (PEM, unencrypted)", offsetof(gateway_cfg, https_key), NULL},
     CLI_COMMON_OPTS(gateway_cfg),
 };
 #define NOPTS (sizeof gateway_opts / sizeof gateway_opts[0])
@@ -59,7 +61,7 @@ int cmd_gateway(int argc, char **argv)
 {
     gateway_cfg cfg = {0};
     cli_list rest = {0};
-    char *listen = NULL;
+    char *listen = NULL, *cert = NULL, *key = NULL;
     const char *addr = NULL;
     unsigned port = 0;
     int rc = cli_parse("gateway", gateway_opts, NOPTS, &cfg, argc, argv, &rest);
@@ -82,6 +84,18 @@ int cmd_gateway(int argc, char **argv)
                     cfg.max_inflight > UINT_MAX || cfg.max_connections_per_ip > UINT_MAX))
         rc = cli_usage_error("gateway", "--max-body, --max-inflight and --max-connections-per-ip "
                                         "take a number from 0 (no limit) up");
+    if (rc == 0 && !cfg.https_cert != !cfg.https_key)
+        rc = cli_usage_error("gateway", "--https-cert and --https-key go together");
+    if (rc == 0 && cfg.https_cert && !natshttp_gateway_https_supported()) {
+        fprintf(stderr, "nats-http gateway: this libmicrohttpd has no TLS support: --https-cert cannot work\n");
+        rc = 1;
+    }
+    if (rc == 0 && cfg.https_cert) {
+        cert = cli_read_file("gateway", "--https-cert", cfg.https_cert);
+        key = cert ? cli_read_file("gateway", "--https-key", cfg.https_key) : NULL;
+        if (!cert || !key)
+            rc = 1;
+    }
     if (rc == 0) {
         listen = strdup(cfg.listen);
         if (!listen || split_listen(listen, &addr, &port) != 0)
@@ -115,16 +129,21 @@ int cmd_gateway(int argc, char **argv)
         .max_connections_per_ip = (unsigned)cfg.max_connections_per_ip,
         .max_body = cfg.max_body,
         .max_inflight = (unsigned)cfg.max_inflight,
+        .https_cert = cert,
+        .https_key = key,
     };
     natshttp_status st = natshttp_gateway_new(&gw, nc, &go);
+    if (key)
+        memset(key, 0, strlen(key));   /* the gateway keeps its own copy */
     if (st != NATSHTTP_OK) {
         natshttp_log(NATSHTTP_LOG_ERROR, "gateway", "cannot start: %s", natshttp_status_text(st));
         rc = 1;
     } else {
         bool v6 = strchr(addr, ':') != NULL;
-        natshttp_log(NATSHTTP_LOG_INFO, "gateway", "ready listening on http://%s%s%s:%u subject=%s",
-                     v6 ? "[" : "", addr, v6 ? "]" : "", natshttp_gateway_port(gw), cfg.subject);
         cli_set_async_error_sink(to_gateway, gw);
+        natshttp_log(NATSHTTP_LOG_INFO, "gateway", "ready listening on http%s://%s%s%s:%u subject=%s",
+                     cert ? "s" : "", v6 ? "[" : "", addr, v6 ? "]" : "", natshttp_gateway_port(gw),
+                     cfg.subject);
         cli_wait_for_signal();
         natshttp_log(NATSHTTP_LOG_INFO, "gateway", "stopping");
         cli_set_async_error_sink(NULL, NULL);
@@ -132,6 +151,10 @@ int cmd_gateway(int argc, char **argv)
     }
     cli_disconnect(nc);
 out:
+    if (key)
+        memset(key, 0, strlen(key));
+    free(key);
+    free(cert);
     free(listen);
     free(rest.items);
     return rc;

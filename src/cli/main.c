@@ -41,5 +41,6 @@ int main(int argc, char **argv)
     }
     /* Release nats.c's global state so leak checkers see only real leaks. */
     nats_CloseAndWait(2000);
+    cli_cleanup();
     return rc;
 }

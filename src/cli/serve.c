@@ -2,10 +2,12 @@
 #include "cli.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 typedef struct serve_cfg {
     cli_common common;
-    const char *subject, *group, *dir, *upstream, *upstream_host;
+    const char *subject, *group, *dir, *upstream, *upstream_host, *name;
     int list;
     long long workers, upstream_timeout, upstream_max_conns;
 } serve_cfg;
@@ -13,6 +15,7 @@ typedef struct serve_cfg {
 static const cli_opt serve_opts[] = {
     {"subject", 's', OPT_STR, "SUBJECT", "subject prefix to serve (required)", offsetof(serve_cfg, subject), NULL},
     {"group", 'g', OPT_STR, "GROUP", "queue group shared by every instance serving the subject", offsetof(serve_cfg, group), NULL},
+    {"name", 0, OPT_STR, "NAME", "this instance's name in access logs, told to v2 gateways (default: HOST:PID)", offsetof(serve_cfg, name), NULL},
     {"dir", 'd', OPT_STR, "DIR", "directory to serve (this or --upstream)", offsetof(serve_cfg, dir), NULL},
     {"list", 0, OPT_FLAG, NULL, "list directories that have no index.html", offsetof(serve_cfg, list), NULL},
     {"workers", 0, OPT_INT, "N", "threads reading files", offsetof(serve_cfg, workers), "2"},
@@ -45,6 +48,8 @@ int cmd_serve(int argc, char **argv)
         rc = cli_usage_error("serve", "--subject is required");
     if (rc == 0 && !natshttp_subject_valid(cfg.subject))
         rc = cli_usage_error("serve", "--subject '%s' is not a literal NATS subject", cfg.subject);
+    if (rc == 0 && cfg.name && (strlen(cfg.name) > 63 || strpbrk(cfg.name, " \t") || !*cfg.name))
+        rc = cli_usage_error("serve", "--name wants 1 to 63 characters without spaces");
     if (rc == 0 && !cfg.dir == !cfg.upstream)
         rc = cli_usage_error("serve", "exactly one of --dir and --upstream is required");
     if (rc == 0 && cfg.upstream && cfg.upstream_timeout == 0)
@@ -60,7 +65,17 @@ int cmd_serve(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    char name[64];
+    if (cfg.name) {
+        snprintf(name, sizeof name, "%s", cfg.name);
+    } else {
+        char host[48] = "localhost";
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = 0;
+        snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
+    }
     natshttp_server_options so = {.subject = cfg.subject,
+                                  .instance = name,
                                   .group = cfg.group,
                                   .protocol = (int)cfg.common.protocol,
                                   .window = cfg.common.window,
@@ -95,8 +110,9 @@ int cmd_serve(int argc, char **argv)
                      natshttp_status_text(st));
         rc = 1;
     } else {
-        natshttp_log(NATSHTTP_LOG_INFO, "serve", "ready subject=%s group=%s %s=%s", cfg.subject,
-                     cfg.group ? cfg.group : "-", cfg.upstream ? "upstream" : "dir", what);
+        natshttp_log(NATSHTTP_LOG_INFO, "serve", "ready subject=%s group=%s %s=%s name=%s",
+                     cfg.subject, cfg.group ? cfg.group : "-", cfg.upstream ? "upstream" : "dir",
+                     what, name);
         cli_wait_for_signal();
         natshttp_log(NATSHTTP_LOG_INFO, "serve", "stopping");
         natshttp_upstream_free(up);

@@ -53,7 +53,6 @@ struct natshttp_call {
     pthread_mutex_t mu;
     tx_state tx;
     natshttp_head *req;      /* kept until the first message is out */
-    char *subject;           /* of the first message, once it is out */
     int64_t body_len;        /* -1 none, -2 unknown */
     uint8_t *buf;            /* TX_COLLECT */
     size_t buf_len;
@@ -73,6 +72,9 @@ struct natshttp_call {
     int64_t resp_cl, received, last_rx, rx_seq;
     nh_credit *credit;
     char srv_ctl[128];       /* the server's subject for this request (v2), or "" */
+    char *subject;           /* the request's subject, set before it is published */
+    bool first_sent;         /* the first message is out (under mu) */
+    char instance[64];       /* Natshttp-Instance of the response head, or "" */
 };
 
 struct natshttp_client {
@@ -117,8 +119,10 @@ static natshttp_status publish_first(natshttp_call *call, bool chunked, const vo
                                              chunked, announced_window(call), data, len);
     if (st != NATSHTTP_OK)
         return st;
+    if (!call->subject)
+        call->subject = strdup(natsMsg_GetSubject(m));
     call->last_tx = nh_now_ms();
-    call->subject = strdup(natsMsg_GetSubject(m));   /* NULL: no 403, the timeout then */
+    call->first_sent = true;
     if (last)   /* the whole request is out: the response is due */
         call->deadline = nh_now_ms() + call->c->timeout_ms;
     natsStatus ns = natsConnection_PublishMsg(call->c->nc, m);
@@ -402,6 +406,9 @@ static void on_head(natshttp_call *call, natsMsg *msg)
     }
     const char *ver = nh_msg_header(msg, NH_HDR_VERSION);
     const char *reply = natsMsg_GetReply(msg);
+    const char *inst = nh_msg_header(msg, NH_HDR_INSTANCE);
+    if (inst)
+        snprintf(call->instance, sizeof call->instance, "%s", inst);
     call->v2 = call->c->window > 0 && ver && strcmp(ver, "2") == 0 && reply && *reply &&
                strlen(reply) < sizeof call->srv_ctl;
     if (call->v2)
@@ -621,7 +628,8 @@ static bool denied_matches(natshttp_call *call, const char *subject, bool *first
     bool hit = false;
     pthread_mutex_lock(&call->mu);
     size_t n;
-    if (call->subject && call->rx == RX_WAIT && strcmp(call->subject, subject) == 0) {
+    if (call->first_sent && call->subject && call->rx == RX_WAIT &&
+        strcmp(call->subject, subject) == 0) {
         hit = *first = true;
     } else if (call->chunk_subject && (n = strlen(call->chunk_subject)) > 0 &&
                strncmp(subject, call->chunk_subject, n) == 0 &&
@@ -881,6 +889,7 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
         if (st == NATSHTTP_OK) {
             head_size = (int64_t)(strlen(natsMsg_GetSubject(probe)) + strlen(call->reply) +
                                   nh_wire_header_size(probe));
+            call->subject = strdup(natsMsg_GetSubject(probe));
             natsMsg_Destroy(probe);
             if (head_size + NH_SUBJECT_ROOM > call->max_payload)
                 st = NATSHTTP_HEAD_TOO_LARGE;
@@ -944,6 +953,13 @@ void natshttp_client_async_error(natshttp_client *c, natsStatus err, const char 
     cmd->subject[n] = 0;
     if (nh_queue_push(&c->q, NH_CMD_TAG(&cmd->base)) != 0)
         free(cmd);
+}
+
+const char *natshttp_call_subject(const natshttp_call *call) { return call->subject; }
+
+const char *natshttp_call_instance(const natshttp_call *call)
+{
+    return call->instance[0] ? call->instance : NULL;
 }
 
 void natshttp_call_cancel(natshttp_call *call)

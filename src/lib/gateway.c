@@ -39,6 +39,8 @@ struct natshttp_gateway {
     int64_t max_body;          /* 0: no limit */
     unsigned max_inflight;     /* 0: no limit */
     _Atomic unsigned inflight;
+    bool https;
+    char *https_cert, *https_key;   /* PEM copies, kept while MHD runs */
 
     /* The watch: requests whose connection is suspended until the response
      * head comes. libmicrohttpd does not poll a suspended socket, so without
@@ -81,11 +83,13 @@ struct gw_req {
 
     qchunk *qhead, *qtail;
     size_t qoff, queued;
-    uint64_t bytes_out;
-    int64_t bytes_in;          /* request body bytes taken */
     bool counted;              /* holds one of g->max_inflight */
     bool discarding;           /* reading a refused body to drop it */
     size_t discarded;
+    uint64_t bytes_out, bytes_in;   /* response bytes sent; request body bytes taken */
+    char *subject;             /* for the access log: the call's subject */
+    char instance[64];         /* and the serving instance, when it said */
+    char client[INET6_ADDRSTRLEN];
 };
 
 /* ---- shared helpers ------------------------------------------------------------ */
@@ -104,6 +108,7 @@ static void req_unref_locked(gw_req *r)
     }
     natshttp_head_free(r->resp);
     free(r->target);
+    free(r->subject);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -150,7 +155,10 @@ static void on_head(void *ctx, natshttp_call *call, const natshttp_head *resp)
     r->watching = false;
     natshttp_head *copy = NULL;
     natshttp_status st = nh_head_clone(&copy, resp);
+    const char *inst = natshttp_call_instance(call);
     pthread_mutex_lock(&r->mu);
+    if (inst)
+        snprintf(r->instance, sizeof r->instance, "%s", inst);
     if (st == NATSHTTP_OK) {
         r->resp = copy;
         r->head_ready = true;
@@ -395,20 +403,10 @@ static natshttp_status append_chain(natshttp_head *h, const char *name, const ch
  * (after hop-by-hop stripping, so "Connection: X-Forwarded-For" cannot remove ours). */
 static natshttp_status add_forwarding(gw_req *r, natshttp_head *h)
 {
-    char addr[INET6_ADDRSTRLEN] = "unknown";
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci && ci->client_addr) {
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof addr);
-        else if (sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof addr);
-    }
     const char *host = natshttp_head_get(h, "Host");
-    natshttp_status st = append_chain(h, "X-Forwarded-For", addr);
+    natshttp_status st = append_chain(h, "X-Forwarded-For", r->client);
     if (st == NATSHTTP_OK)
-        st = append_chain(h, "X-Forwarded-Proto", "http");
+        st = append_chain(h, "X-Forwarded-Proto", r->g->https ? "https" : "http");
     if (st == NATSHTTP_OK && host && *host) {
         char *copy = strdup(host);
         st = copy ? append_chain(h, "X-Forwarded-Host", copy) : NATSHTTP_NOMEM;
@@ -505,6 +503,9 @@ static enum MHD_Result begin(gw_req *r, const char *method)
         if (st != NATSHTTP_OK) {
             r->refs--;
             r->call = NULL;
+        } else if (natshttp_call_subject(r->call)) {
+            /* r->mu is held: the call cannot have ended yet */
+            r->subject = strdup(natshttp_call_subject(r->call));
         }
     }
     natshttp_head_free(b.h);
@@ -559,6 +560,20 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     }
 }
 
+static void client_address(struct MHD_Connection *conn, char *addr, size_t cap)
+{
+    snprintf(addr, cap, "unknown");
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, (socklen_t)cap);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, (socklen_t)cap);
+    }
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size,
@@ -578,6 +593,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         r->fd = ci ? ci->connect_fd : -1;
+        client_address(conn, r->client, sizeof r->client);
         ret = begin(r, method);
         if (r->error_status && r->error_close) {
             /* Answer now: libmicrohttpd would otherwise read a body of unknown
@@ -603,7 +619,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                 ret = queue_response(r);
             }
         } else if (r->g->max_body > 0 &&
-                   (int64_t)*upload_data_size > r->g->max_body - r->bytes_in) {
+                   (int64_t)*upload_data_size > r->g->max_body - (int64_t)r->bytes_in) {
             /* A chunked body past --max-body: refuse it now, forward no more. */
             NH_LOG_I(COMP, "%s %s: refused: body larger than %" PRId64 " bytes", r->method,
                      r->target, r->g->max_body);
@@ -619,7 +635,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             size_t taken = 0;
             natshttp_status st = natshttp_call_write(r->call, upload_data, *upload_data_size, &taken);
             *upload_data_size -= taken;
-            r->bytes_in += (int64_t)taken;
+            r->bytes_in += taken;
             if (st == NATSHTTP_AGAIN) {
                 if (r->writable) {
                     r->writable = false;   /* became writable meanwhile: MHD calls again */
@@ -702,12 +718,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (r->call)
         natshttp_call_cancel(r->call);
     /* Whose end it was: the response broke off on the NATS side, or the client left. */
-    char note[96] = "";
+    char note[96] = "", why[80];
     if (r->ended && r->head_ready && r->end_status != NATSHTTP_OK &&
         r->end_status != NATSHTTP_CANCELLED)
-        snprintf(note, sizeof note, " (response broke off: %s)", natshttp_status_text(r->end_status));
+        snprintf(note, sizeof note, " end=broke_off reason=%s",
+                 nh_logfmt(why, sizeof why, natshttp_status_text(r->end_status)));
     else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-        snprintf(note, sizeof note, " (connection closed early)");
+        snprintf(note, sizeof note, " end=client_closed");
     r->ended = true;
     r->completed = true;
     r->suspended = false;   /* the connection is gone: nothing to resume */
@@ -716,9 +733,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         atomic_fetch_sub(&r->g->inflight, 1);
     }
     int status = r->error_status ? r->error_status : r->resp ? natshttp_head_status(r->resp) : 0;
-    if (r->started)
-        NH_LOG_I(COMP, "access %s %s %d %" PRIu64 "B %" PRId64 "ms%s", r->method, r->target,
-                 status, r->bytes_out, nh_now_ms() - r->t0, note);
+    if (r->started && nh_log_enabled(NATSHTTP_LOG_INFO)) {
+        /* docs/cli.md, "Access log" */
+        char tg[1024], sj[512], in[96];
+        NH_LOG_I(COMP, "access client=%s method=%s target=%s status=%d in=%" PRIu64
+                       " out=%" PRIu64 " dur_ms=%" PRId64 " subject=%s instance=%s%s",
+                 r->client, r->method, nh_logfmt(tg, sizeof tg, r->target), status, r->bytes_in,
+                 r->bytes_out, nh_now_ms() - r->t0,
+                 nh_logfmt(sj, sizeof sj, r->subject ? r->subject : "-"),
+                 nh_logfmt(in, sizeof in, r->instance[0] ? r->instance : "-"), note);
+    }
     drop_queue(r);
     req_unref_locked(r);
 }
@@ -775,6 +799,30 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
         return NATSHTTP_INVALID;
     }
     unsigned threads = opts->threads > 1 ? (unsigned)opts->threads : 1;
+    struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
+    if (opts->https_cert || opts->https_key) {
+        if (!opts->https_cert || !opts->https_key) {
+            NH_LOG_E(COMP, "HTTPS needs both a certificate and a key");
+            natshttp_gateway_free(g);
+            return NATSHTTP_INVALID;
+        }
+        if (!natshttp_gateway_https_supported()) {
+            NH_LOG_E(COMP, "this libmicrohttpd was built without TLS: no HTTPS");
+            natshttp_gateway_free(g);
+            return NATSHTTP_INVALID;
+        }
+        g->https_cert = strdup(opts->https_cert);
+        g->https_key = strdup(opts->https_key);
+        if (!g->https_cert || !g->https_key) {
+            natshttp_gateway_free(g);
+            return NATSHTTP_NOMEM;
+        }
+        g->https = true;
+        flags |= MHD_USE_TLS;
+        tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, g->https_cert};
+        tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, g->https_key};
+        tls[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    }
     g->mhd = MHD_start_daemon(
         flags, opts->listen_port, NULL, NULL, on_access, g, MHD_OPTION_SOCK_ADDR, &ss,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, g, MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
@@ -786,9 +834,10 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(2 * g->max_head + 32 * 1024),
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, opts->max_connections_per_ip,
         MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_THREAD_POOL_SIZE,
-        threads > 1 ? threads : 0u, MHD_OPTION_END);
+        threads > 1 ? threads : 0u, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!g->mhd) {
-        NH_LOG_E(COMP, "cannot listen on %s:%u", addr, (unsigned)opts->listen_port);
+        NH_LOG_E(COMP, "cannot listen on %s:%u%s", addr, (unsigned)opts->listen_port,
+                 g->https ? " (or the HTTPS certificate and key are unusable)" : "");
         natshttp_gateway_free(g);
         return NATSHTTP_IO;
     }
@@ -862,6 +911,11 @@ void natshttp_gateway_async_error(natshttp_gateway *g, natsStatus err, const cha
         natshttp_client_async_error(g->client, err, text);
 }
 
+bool natshttp_gateway_https_supported(void)
+{
+    return MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES;
+}
+
 void natshttp_gateway_free(natshttp_gateway *g)
 {
     if (!g)
@@ -886,5 +940,7 @@ void natshttp_gateway_free(natshttp_gateway *g)
         MHD_stop_daemon(g->mhd);
     pthread_mutex_destroy(&g->wmu);
     pthread_cond_destroy(&g->wcv);
+    free(g->https_cert);
+    free(g->https_key);
     free(g);
 }

@@ -22,6 +22,7 @@
 #define NH_HDR_END "Natshttp-End"
 #define NH_HDR_ABORT "Natshttp-Abort"
 #define NH_HDR_CANCEL "Natshttp-Cancel"
+#define NH_HDR_INSTANCE "Natshttp-Instance"   /* v2 response heads: the serving instance */
 
 #define NH_DEFAULT_WINDOW (4 * 1024 * 1024)
 #define NH_DEFAULT_IDLE_MS 30000
@@ -37,6 +38,9 @@
 #define NH_LOG_D(comp, ...) natshttp_log(NATSHTTP_LOG_DEBUG, comp, __VA_ARGS__)
 
 bool nh_log_enabled(natshttp_log_level level);
+/* v as one logfmt value in out (quoted and escaped when it holds a space,
+ * '"', '=' or '\\', or is empty); truncated to cap; returns out. */
+const char *nh_logfmt(char *out, size_t cap, const char *v);
 
 /* A subject prefix a server may subscribe under and a client publish to:
  * literal tokens only (no wildcard, whitespace or empty token). */

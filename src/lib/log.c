@@ -46,3 +46,24 @@ void natshttp_log(natshttp_log_level level, const char *component, const char *f
     line[len++] = '\n';
     fwrite(line, 1, len, stderr);   /* one write per line: lines from threads do not interleave */
 }
+
+const char *nh_logfmt(char *out, size_t cap, const char *v)
+{
+    bool quote = !*v;
+    for (const char *p = v; *p && !quote; p++)
+        quote = *p == ' ' || *p == '"' || *p == '=' || *p == '\\';
+    if (!quote) {
+        snprintf(out, cap, "%s", v);
+        return out;
+    }
+    size_t n = 0;
+    out[n++] = '"';
+    for (const char *p = v; *p && n + 3 < cap; p++) {
+        if (*p == '"' || *p == '\\')
+            out[n++] = '\\';
+        out[n++] = *p;
+    }
+    out[n++] = '"';
+    out[n] = 0;
+    return out;
+}

@@ -41,6 +41,7 @@ typedef struct nh_core {
     _Atomic int refs;
     pthread_mutex_t mu;
     nh_table active;          /* id -> txn the library holds */
+    char instance[64];        /* natshttp_server_options.instance, or "" */
 } nh_core;
 
 struct natshttp_txn {
@@ -60,7 +61,9 @@ struct natshttp_txn {
     bool in_table, body_open, resp_over;
 
     /* request body, dispatch thread only */
-    int64_t body_last, body_seq, body_received;
+    int64_t body_last, body_seq;
+    _Atomic int64_t body_received;   /* read by the access log on any thread */
+    char *subject;           /* the request's subject, for the access log */
     int64_t created;
     bool told_ctl;           /* the client knows our control subject */
     nh_credit *body_credit;
@@ -122,6 +125,7 @@ static void txn_unref(natshttp_txn *t)
     natshttp_head_free(t->resp);
     free(t->buf);
     free(t->reply);
+    free(t->subject);
     free(t->raw_path);
     free(t->path);
     pthread_mutex_destroy(&t->mu);
@@ -175,12 +179,23 @@ size_t natshttp_txn_chunk_size(const natshttp_txn *t)
     return room < 1 ? 1 : (size_t)room;
 }
 
+/* v2 only: v1 peers see exactly the v1 head. */
+static natshttp_status add_instance(natshttp_txn *t, natsMsg *m)
+{
+    if (!t->v2 || !t->core->instance[0])
+        return NATSHTTP_OK;
+    return natsMsgHeader_Set(m, NH_HDR_INSTANCE, t->core->instance) == NATS_OK ? NATSHTTP_OK
+                                                                               : NATSHTTP_NOMEM;
+}
+
 /* Publishes the response head with data; t->mu held. */
 static natshttp_status publish_head(natshttp_txn *t, const void *data, size_t len)
 {
     natsMsg *m = NULL;
     natshttp_status st = nh_wire_response_msg(&m, t->reply, t->v2 ? t->ctl : NULL, t->resp,
                                               t->resp_cl, t->mode == R_CHUNKED, t->v2, data, len);
+    if (st == NATSHTTP_OK)
+        st = add_instance(t, m);
     if (st == NATSHTTP_OK) {
         natsStatus ns = natsConnection_PublishMsg(t->nc, m);
         if (ns != NATS_OK) {
@@ -202,7 +217,8 @@ static size_t head_wire_size(natshttp_txn *t)
     natsMsg *m = NULL;
     size_t size = 0;
     if (nh_wire_response_msg(&m, t->reply, t->v2 ? t->ctl : NULL, t->resp, t->resp_cl,
-                             t->resp_cl < 0, t->v2, NULL, 0) == NATSHTTP_OK) {
+                             t->resp_cl < 0, t->v2, NULL, 0) == NATSHTTP_OK &&
+        add_instance(t, m) == NATSHTTP_OK) {
         size = nh_wire_header_size(m) + strlen(t->reply) + (t->v2 ? strlen(t->ctl) : 0);
         natsMsg_Destroy(m);
     }
@@ -365,11 +381,47 @@ static void publish_v2_end(natshttp_txn *t, const char *key, const char *value)
     nh_publish_control(t->nc, t->reply, reply, key, value);
 }
 
+/* One line per request (docs/cli.md, "Access log"). The client address is
+ * the last X-Forwarded-For entry (the gateway's view of its client), if any. */
+static void access_log(natshttp_txn *t, int status, int64_t sent, bool ok, bool cancelled)
+{
+    if (!nh_log_enabled(NATSHTTP_LOG_INFO))
+        return;
+    char client[64] = "-";
+    const char *xff = NULL;
+    for (long i = natshttp_head_find(t->req, "X-Forwarded-For", 0); i >= 0;
+         i = natshttp_head_find(t->req, "X-Forwarded-For", (size_t)i + 1)) {
+        const char *n;
+        natshttp_head_at(t->req, (size_t)i, &n, &xff);
+    }
+    if (xff) {
+        const char *last = strrchr(xff, ',');
+        last = last ? last + 1 : xff;
+        while (*last == ' ')
+            last++;
+        if (*last)
+            snprintf(client, sizeof client, "%s", last);
+    }
+    const char *q = natshttp_head_query(t->req);
+    char target[1024], ct[64], tg[1024], sj[512], in[96], st[8];
+    snprintf(target, sizeof target, "%s%s%s", t->raw_path, q && *q ? "?" : "", q && *q ? q : "");
+    snprintf(st, sizeof st, "%d", status);
+    NH_LOG_I(COMP, "access client=%s method=%s target=%s status=%s in=%" PRId64 " out=%" PRId64
+                   " dur_ms=%" PRId64 " subject=%s instance=%s proto=%d%s",
+             nh_logfmt(ct, sizeof ct, client), natshttp_head_method(t->req),
+             nh_logfmt(tg, sizeof tg, target), status ? st : "-",
+             (int64_t)t->body_received, sent, nh_now_ms() - t->created,
+             nh_logfmt(sj, sizeof sj, t->subject ? t->subject : "-"),
+             nh_logfmt(in, sizeof in, t->core->instance[0] ? t->core->instance : "-"),
+             t->v2 ? 2 : 1, cancelled ? " end=cancelled" : !ok ? " end=aborted" : "");
+}
+
 void natshttp_txn_finish(natshttp_txn *t, bool ok)
 {
     if (!t)
         return;
     pthread_mutex_lock(&t->mu);
+    bool was_none = t->mode == R_NONE && !t->cancelled;   /* an error answer follows */
     if (t->cancelled) {
         /* the client is gone (or told to be): nothing more to send */
     } else if (t->mode == R_NONE) {
@@ -400,8 +452,12 @@ void natshttp_txn_finish(natshttp_txn *t, bool ok)
                      t->sent);
         }
     }
+    int status = t->resp ? natshttp_head_status(t->resp) : t->cancelled ? 499 : 0;
+    int64_t sent = was_none && t->resp_cl > 0 ? t->resp_cl : t->sent;
+    bool cancelled = t->cancelled;
     t->mode = R_DONE;
     pthread_mutex_unlock(&t->mu);
+    access_log(t, status, sent, ok, cancelled);
     pthread_mutex_lock(&t->core->mu);
     t->resp_over = true;
     pthread_mutex_unlock(&t->core->mu);
@@ -562,9 +618,10 @@ static void on_request(natshttp_server *s, natsMsg *msg)
         t->max_payload = natsConnection_GetMaxPayload(s->nc);
         snprintf(t->ctl, sizeof t->ctl, "%s.%" PRIu64, s->inbox, t->id);
         t->reply = strdup(reply);
-        st = t->reply ? nh_wire_parse_request(msg, &s->route, t->req, &t->raw_path, &t->path,
-                                              &t->path_len)
-                      : NATSHTTP_NOMEM;
+        t->subject = strdup(natsMsg_GetSubject(msg));
+        st = t->reply && t->subject ? nh_wire_parse_request(msg, &s->route, t->req, &t->raw_path,
+                                                            &t->path, &t->path_len)
+                                    : NATSHTTP_NOMEM;
     }
     bool chunked = false;
     if (st == NATSHTTP_OK)
@@ -807,6 +864,18 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
     }
     s->core->refs = 1;
     pthread_mutex_init(&s->core->mu, NULL);
+    if (opts->instance) {
+        bool ok = strlen(opts->instance) < sizeof s->core->instance && *opts->instance;
+        for (const char *p = opts->instance; ok && *p; p++)
+            ok = (unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f;
+        if (!ok) {
+            NH_LOG_E(COMP, "instance name must be 1 to 63 printable characters without spaces");
+            core_unref(s->core);
+            free(s);
+            return NATSHTTP_INVALID;
+        }
+        snprintf(s->core->instance, sizeof s->core->instance, "%s", opts->instance);
+    }
     s->nc = nc;
     s->cb = *cb;
     s->ctx = ctx;

@@ -86,7 +86,7 @@ CURL_MAX_TIME = 30
 # The lines nats-http prints when it is ready (see README / docs).
 SERVE_READY = r"\bready\b"
 GATEWAY_READY = (r"^(?=.*\bready\b).*?listening on "
-                 r"http://(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(?P<port>\d+)")
+                 r"(?P<scheme>https?)://(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(?P<port>\d+)")
 
 SANITIZER_MARKERS = (
     "ERROR: AddressSanitizer",
@@ -695,8 +695,39 @@ class Gateway(Proc):
         if host in ("0.0.0.0", "[::]", "*", ""):
             host = "127.0.0.1"
         self.host = host
-        self.base = f"http://{host}:{self.port}"
+        self.base = f"{self.match.group('scheme')}://{host}:{self.port}"
         self.url = self.base
+
+
+_ACCESS_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_access(line: str) -> dict[str, str] | None:
+    """The fields of one access-log line (docs/cli.md, "Access log"), or None.
+
+    `... gateway: access client=127.0.0.1 method=GET target=/x status=200 ...`
+    gives {"component": "gateway", "client": "127.0.0.1", "method": "GET", ...};
+    quoted values are unquoted.
+    """
+    m = re.search(r" (\w+): access (\w+=.*)$", line)
+    if not m:
+        return None
+    fields = {"component": m.group(1)}
+    for k, v in _ACCESS_FIELD.findall(m.group(2)):
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            v = re.sub(r'\\(.)', r'\1', v[1:-1])
+        fields[k] = v
+    return fields
+
+
+def access_entries(text: str, **match: str) -> list[dict[str, str]]:
+    """Every access-log entry in text whose fields equal the given ones."""
+    out = []
+    for line in text.splitlines():
+        e = parse_access(line)
+        if e is not None and all(e.get(k) == v for k, v in match.items()):
+            out.append(e)
+    return out
 
 
 def nats_http_proc(subcommand: str, *args, name: str | None = None, ready=SERVE_READY,

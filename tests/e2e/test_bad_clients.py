@@ -121,10 +121,9 @@ class GoneClientsTest(harness.E2ETestCase):
         # Every client that sent its head and then left is logged once as gone
         # early (a reset may come before the head is read: not counted).
         log = self.gw.log_text()
-        for what in ("PUT /short", "POST /short2", "PUT /cut"):
-            lines = [ln for ln in log.splitlines()
-                     if f"access {what} " in ln and ln.endswith("(connection closed early)")]
-            self.assertEqual(len(lines), 20, f"{what}: {log[-2000:]}")
+        for method, target in (("PUT", "/short"), ("POST", "/short2"), ("PUT", "/cut")):
+            lines = harness.access_entries(log, method=method, target=target, end="client_closed")
+            self.assertEqual(len(lines), 20, f"{method} {target}: {log[-2000:]}")
 
 
 if __name__ == "__main__":

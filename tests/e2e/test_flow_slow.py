@@ -134,7 +134,8 @@ class SlowClientTest(harness.E2ETestCase):
             gw.wait_for(r"GET /big64\.bin: response broke off \(body ended early\); "
                         r"closing the connection", max(deadline - time.monotonic(), 0.1))
             try:
-                gw.wait_for(r"access GET /big64\.bin 200 \d+B \d+ms \(response broke off: ",
+                gw.wait_for(r"access client=\S+ method=GET target=/big64\.bin status=200 in=0 "
+                            r"out=\d+ dur_ms=\d+ subject=\S+ instance=\S+ end=broke_off reason=",
                             max(deadline - time.monotonic(), 0.1))
             except TimeoutError:
                 self.fail(f"the gateway still holds the HTTP connection "
