@@ -31,7 +31,7 @@ int cmd_serve(int argc, char **argv)
     cli_list rest = {0};
     int rc = cli_parse("serve", serve_opts, NOPTS, &cfg, argc, argv, &rest);
     if (rc == 0 && cfg.common.help) {
-        cli_help(stdout, "serve", "--subject S (--dir DIR | --upstream URL) [--group G] [OPTIONS]",
+        cli_help(stdout, "serve", "--subject S (--dir DIR [--writable PREFIX] | --upstream URL) [--group G] [OPTIONS]",
                  "Takes HTTP requests from the NATS subject S (every subject under S.>) and\n"
                  "answers them from DIR (GET and HEAD, conditional and range requests; PUT\n"
                  "below --writable), or forwards them to the HTTP server at URL, streaming\n"
