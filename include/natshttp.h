@@ -402,6 +402,11 @@ typedef struct natshttp_files_options {
     bool list;               /* HTML listings of directories without index.html */
     int workers;             /* threads reading files; 0 = 2 */
     size_t chunk_size;       /* bytes read and published per step; 0 = connection max payload */
+    const char *writable;    /* URL path prefix below which PUT writes files ("/" = all,
+                                "/up/" = below up/), or NULL: read-only (PUT -> 405).
+                                Each upload goes to a temporary file that is fsync'd and
+                                renamed over the target only once the body is complete:
+                                201 Created, or 204 when it replaced a file. */
 } natshttp_files_options;
 
 natshttp_status natshttp_files_new(natshttp_files **out, natsConnection *nc,

@@ -7,7 +7,8 @@
 # It first installs packages (scripts/setup.sh, needs root or sudo) and builds
 # (scripts/build.sh), then starts everything on free loopback ports, fetches
 # a page and a Nix cache file through the gateway and with `nats-http request`,
-# and keeps running until Ctrl-C. With --once it exits after the fetches.
+# fetches a store path from that cache with nix when nix is installed, and
+# keeps running until Ctrl-C. With --once it exits after the fetches.
 # Everything it started is stopped when it exits, however it exits.
 #
 # Environment:
@@ -191,6 +192,49 @@ if ! NATS_URL="$nats_url" "$bin" request "nats+http://$subject/cache/nix-cache-i
 fi
 cat "$tmp/body"
 [[ -z "$(tail -c 1 "$tmp/body")" ]] || printf '\n'
+
+# --- 5. nix fetches a store path through it ----------------------------------
+
+# The founding use case: examples/cache is a (tiny) Nix binary cache. With nix
+# installed (Debian: nix-bin), fetch its store path over NATS into a store of
+# our own, with nix's state kept in $tmp so nothing global is touched.
+nix_demo() {
+  local narinfo store_path nixdir store before n
+  narinfo=$(ls "$root"/examples/cache/*.narinfo | head -n 1)
+  store_path=$(sed -n 's/^StorePath: //p' "$narinfo")
+  nixdir="$tmp/nix"; store="$tmp/nix-store"
+  mkdir -p "$nixdir/conf" "$nixdir/cache" "$nixdir/config" "$nixdir/home"
+  printf '%s\n' 'sandbox = false' 'experimental-features = nix-command' \
+    'substituters =' 'build-users-group =' >"$nixdir/conf/nix.conf"
+  before=$(wc -l <"$tmp/gateway.log")
+  printf '\n%s$ nix copy --from %s/cache --to %s %s%s\n' "$bold" "$base" "$store" \
+    "$store_path" "$off"
+  if ! NIX_CONF_DIR="$nixdir/conf" XDG_CACHE_HOME="$nixdir/cache" \
+       XDG_CONFIG_HOME="$nixdir/config" HOME="$nixdir/home" \
+       nix copy --from "$base/cache" --to "$store" "$store_path" >"$tmp/nix.log" 2>&1; then
+    show_log nix "$tmp/nix.log"
+    show_failure_logs
+    fail "nix could not fetch $store_path through the gateway"
+  fi
+  sed 's/^/    /' "$tmp/nix.log"
+  # The gateway logs a request once its response is out: give it a moment.
+  for ((n = 0; n < 20; n++)); do
+    tail -n "+$((before + 1))" "$tmp/gateway.log" | grep -q 'access .*method=GET target=/cache/nar/' && break
+    sleep 0.1
+  done
+  printf '    nix asked the gateway (and so NATS) for:\n'
+  tail -n "+$((before + 1))" "$tmp/gateway.log" | grep ' access ' | sed -e 's/^.* access /      /'
+  printf '    %s is now in %s; it says:\n' "$store_path" "$store"
+  sed 's/^/      /' "$store$store_path"
+  printf '    nix fetched store path %s through NATS.\n' "$store_path"
+}
+
+if command -v nix >/dev/null 2>&1; then
+  step "Fetching a Nix store path with nix (HTTP -> NATS -> the binary cache in examples/cache)"
+  nix_demo
+else
+  step "nix is not installed (Debian: nix-bin): skipping the nix fetch"
+fi
 
 printf '\n%sIt works.%s Each request above crossed NATS on a subject under %s.\n' \
   "$green" "$off" "'$subject'"

@@ -19,6 +19,7 @@ packages=(
   libcmocka-dev                # unit tests
   libssl-dev openssl ca-certificates
   curl python3 nginx           # real HTTP peers in the end-to-end tests
+  nix-bin                      # the real Nix client (e2e tests, demo)
   git jq
 )
 

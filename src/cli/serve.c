@@ -7,7 +7,7 @@
 
 typedef struct serve_cfg {
     cli_common common;
-    const char *subject, *group, *dir, *upstream, *upstream_host, *name;
+    const char *subject, *group, *dir, *upstream, *upstream_host, *name, *writable;
     int list;
     long long workers, upstream_timeout, upstream_max_conns;
 } serve_cfg;
@@ -18,7 +18,8 @@ static const cli_opt serve_opts[] = {
     {"name", 0, OPT_STR, "NAME", "this instance's name in access logs, told to v2 gateways (default: HOST:PID)", offsetof(serve_cfg, name), NULL},
     {"dir", 'd', OPT_STR, "DIR", "directory to serve (this or --upstream)", offsetof(serve_cfg, dir), NULL},
     {"list", 0, OPT_FLAG, NULL, "list directories that have no index.html", offsetof(serve_cfg, list), NULL},
-    {"workers", 0, OPT_INT, "N", "threads reading files", offsetof(serve_cfg, workers), "2"},
+    {"workers", 0, OPT_INT, "N", "threads reading and writing files", offsetof(serve_cfg, workers), "2"},
+    {"writable", 0, OPT_STR, "PREFIX", "accept PUT below this URL path prefix (/ for everything), written atomically (default: read-only)", offsetof(serve_cfg, writable), NULL},
     {"upstream", 'u', OPT_STR, "URL", "forward every request to this HTTP server, http://HOST[:PORT][/base] (this or --dir)", offsetof(serve_cfg, upstream), NULL},
     {"upstream-host", 0, OPT_STR, "HOST", "Host header the upstream sees (default: the client's)", offsetof(serve_cfg, upstream_host), NULL},
     {"upstream-timeout", 0, OPT_INT, "SECONDS", "no response head from the upstream in this long: 504 (also the longest a body may stall)", offsetof(serve_cfg, upstream_timeout), "30"},
@@ -33,10 +34,11 @@ int cmd_serve(int argc, char **argv)
     cli_list rest = {0};
     int rc = cli_parse("serve", serve_opts, NOPTS, &cfg, argc, argv, &rest);
     if (rc == 0 && cfg.common.help) {
-        cli_help(stdout, "serve", "--subject S (--dir DIR | --upstream URL) [--group G] [OPTIONS]",
+        cli_help(stdout, "serve", "--subject S (--dir DIR [--writable PREFIX] | --upstream URL) [--group G] [OPTIONS]",
                  "Takes HTTP requests from the NATS subject S (every subject under S.>) and\n"
-                 "answers them from DIR (GET and HEAD, conditional and range requests), or\n"
-                 "forwards them to the HTTP server at URL, streaming both ways.",
+                 "answers them from DIR (GET and HEAD, conditional and range requests; PUT\n"
+                 "below --writable), or forwards them to the HTTP server at URL, streaming\n"
+                 "both ways.",
                  serve_opts, NOPTS);
         goto out;
     }
@@ -52,6 +54,11 @@ int cmd_serve(int argc, char **argv)
         rc = cli_usage_error("serve", "--name wants 1 to 63 characters without spaces");
     if (rc == 0 && !cfg.dir == !cfg.upstream)
         rc = cli_usage_error("serve", "exactly one of --dir and --upstream is required");
+    if (rc == 0 && cfg.writable && !cfg.dir)
+        rc = cli_usage_error("serve", "--writable goes with --dir");
+    if (rc == 0 && cfg.writable && cfg.writable[0] != '/')
+        rc = cli_usage_error("serve", "--writable wants a URL path prefix starting with '/', not '%s'",
+                             cfg.writable);
     if (rc == 0 && cfg.upstream && cfg.upstream_timeout == 0)
         rc = cli_usage_error("serve", "--upstream-timeout must be at least 1");
     if (rc == 0 && cfg.upstream && (cfg.upstream_max_conns == 0 || cfg.upstream_max_conns > 65536))
@@ -101,6 +108,7 @@ int cmd_serve(int argc, char **argv)
             .dir = cfg.dir,
             .list = cfg.list,
             .workers = (int)cfg.workers,
+            .writable = cfg.writable,
         };
         st = natshttp_files_new(&files, nc, &fo);
     }
@@ -110,9 +118,9 @@ int cmd_serve(int argc, char **argv)
                      natshttp_status_text(st));
         rc = 1;
     } else {
-        natshttp_log(NATSHTTP_LOG_INFO, "serve", "ready subject=%s group=%s %s=%s name=%s",
+        natshttp_log(NATSHTTP_LOG_INFO, "serve", "ready subject=%s group=%s %s=%s name=%s%s%s",
                      cfg.subject, cfg.group ? cfg.group : "-", cfg.upstream ? "upstream" : "dir",
-                     what, name);
+                     what, name, cfg.writable ? " writable=" : "", cfg.writable ? cfg.writable : "");
         cli_wait_for_signal();
         natshttp_log(NATSHTTP_LOG_INFO, "serve", "stopping");
         natshttp_upstream_free(up);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -51,6 +52,7 @@ struct nh_files {
     char *root_real; /* realpath(DIR), for the fallback containment check */
     bool list;
     bool fallback; /* no usable openat2: resolve with realpath() */
+    char *writable; /* PUT prefix as a relative path: "" = all, "up/" = below up/; NULL = none */
 };
 
 /* ---- allocation, with a test hook to fail the n-th call ---- */
@@ -626,13 +628,18 @@ static void nh_req_clen(nh_req *q, int64_t n)
 static const char *nh_reason(int status)
 {
     switch (status) {
+    case 201: return "Created";
     case 301: return "Moved Permanently";
     case 400: return "Bad Request";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
     case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
     case 416: return "Range Not Satisfiable";
+    case 503: return "Service Unavailable";
+    case 507: return "Insufficient Storage";
     default: return "Internal Server Error";
     }
 }
@@ -867,8 +874,9 @@ static int nh_read_dir(int pfd, nh_entry **out, size_t *count, bool *cut)
             rc = -errno;
             break;
         }
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+            strncmp(de->d_name, NH_UPLOAD_TMP_PREFIX, sizeof(NH_UPLOAD_TMP_PREFIX) - 1) == 0)
+            continue;   /* an upload under way is nobody's business */
         if (n == NH_FILES_LIST_MAX) {
             *cut = true;
             break;
@@ -1087,6 +1095,352 @@ static void nh_reply_init(nh_files_reply *r)
     r->fd = -1;
 }
 
+/* ---- uploads (PUT below the writable prefix) ---- */
+
+/* A prefix ("/", "/up/", "/up") as a relative path with a trailing '/'
+ * ("" for the root). Returns 0, 400 for a prefix that is not a clean
+ * absolute path, or -ENOMEM. */
+static int nh_prefix_to_rel(const char *prefix, char **out)
+{
+    char *rel = NULL;
+    bool slash = false;
+    int rc = nh_path_to_rel(prefix, strlen(prefix), &rel, &slash);
+    if (rc != 0)
+        return rc;
+    if (strcmp(rel, ".") == 0) {
+        rel[0] = '\0';
+    } else {
+        size_t n = strlen(rel);   /* rel has room for two more bytes */
+        rel[n] = '/';
+        rel[n + 1] = '\0';
+    }
+    *out = rel;
+    return 0;
+}
+
+/* The PUT decision against an already normalised prefix (NULL: none). */
+static int nh_put_rel(const char *wrel, const char *path, size_t path_len, char **out)
+{
+    char *rel = NULL;
+    bool slash = false;
+    int rc = nh_path_to_rel(path, path_len, &rel, &slash);
+    if (rc != 0)
+        return rc;
+    if (!wrel || strncmp(rel, wrel, strlen(wrel)) != 0 || strcmp(rel, ".") == 0) {
+        /* outside the prefix (the prefix directory itself included) */
+        rc = 405;
+    } else if (slash) {
+        rc = 409;   /* a directory cannot be uploaded */
+    }
+    if (rc != 0) {
+        free(rel);
+        return rc;
+    }
+    *out = rel;
+    return 0;
+}
+
+int nh_files_put_path(const char *prefix, const char *path, size_t path_len, char **rel)
+{
+    char *wrel = NULL;
+    if (!rel || (!path && path_len > 0))
+        return -EINVAL;
+    if (!path)
+        return 400;
+    if (prefix) {
+        int rc = nh_prefix_to_rel(prefix, &wrel);
+        if (rc != 0)
+            return rc < 0 ? rc : -EINVAL;
+    }
+    int rc = nh_put_rel(wrel, path, path_len, rel);
+    free(wrel);
+    return rc;
+}
+
+int nh_files_set_writable(nh_files *f, const char *prefix)
+{
+    char *wrel = NULL;
+    if (!f)
+        return -EINVAL;
+    if (prefix) {
+        int rc = nh_prefix_to_rel(prefix, &wrel);
+        if (rc != 0)
+            return rc < 0 ? rc : -EINVAL;
+    }
+    free(f->writable);
+    f->writable = wrel;
+    return 0;
+}
+
+int nh_files_put_errno_status(int err)
+{
+    switch (err) {
+    case EACCES:
+    case EPERM:
+    case EROFS:
+    case EXDEV:   /* RESOLVE_BENEATH: a symlink would lead out of the root */
+    case ELOOP:
+        return 403;
+    case ENOTDIR: /* a parent is a file */
+    case EISDIR:  /* the target is a directory */
+    case EEXIST:
+        return 409;
+    case ENAMETOOLONG:
+        return 404;
+    case ENOSPC:
+    case EDQUOT:
+        return 507;
+    default:
+        return 500;
+    }
+}
+
+struct nh_upload {
+    int dirfd;       /* the target's directory, O_RDONLY (fsync'd after the rename) */
+    int fd;          /* the temporary file, or -1 once closed */
+    char *base;      /* the target's name in dirfd */
+    char tmp[sizeof(NH_UPLOAD_TMP_PREFIX) + 32];
+    int64_t size;
+};
+
+static void nh_fsync_dir(int dirfd)
+{
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
+/* Opens the directory rel[0..len) (len 0: the root) beneath the root,
+ * creating it and any missing parent first. Every step goes through
+ * nh_open_beneath, so a symlink is followed only while it stays inside;
+ * mkdirat never follows one. Returns 0 and *fd_out (O_RDONLY), or -errno. */
+static int nh_open_dir_creating(const nh_files *f, char *rel, size_t len, int *fd_out)
+{
+    int parent = -1, rc = 0;
+    if (len == 0) {
+        int fd = openat(f->rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        *fd_out = fd;
+        return 0;
+    }
+    size_t i = 0;
+    while (rc == 0) {
+        size_t s = i;
+        while (i < len && rel[i] != '/')
+            i++;
+        bool last = i >= len;
+        char saved = rel[i];
+        rel[i] = '\0';   /* rel[0..i) is the directory to open now */
+        int fd = -1;
+        int flags = last ? O_RDONLY | O_DIRECTORY : O_PATH | O_DIRECTORY;
+        rc = nh_open_beneath(f, rel, flags, &fd);
+        if (rc == -ENOENT) {
+            int pd = parent >= 0 ? parent : f->rootfd;
+            if (mkdirat(pd, rel + s, 0755) == 0)
+                nh_fsync_dir(pd);
+            else if (errno != EEXIST)
+                rc = -errno;
+            if (rc == -ENOENT)
+                rc = nh_open_beneath(f, rel, flags, &fd);
+        }
+        rel[i] = saved;
+        if (parent >= 0)
+            close(parent);
+        parent = fd;
+        if (rc == 0 && last) {
+            *fd_out = fd;
+            return 0;
+        }
+        i++;
+    }
+    if (parent >= 0)
+        close(parent);
+    return rc;
+}
+
+int nh_upload_open(const nh_files *f, const char *rel, nh_upload **out)
+{
+    if (!f || !rel || !out || !*rel || strcmp(rel, ".") == 0)
+        return -EINVAL;
+    nh_upload *u = nh_malloc(sizeof(*u));
+    if (!u)
+        return -ENOMEM;
+    memset(u, 0, sizeof(*u));
+    u->dirfd = u->fd = -1;
+    size_t n = strlen(rel);
+    char *copy = nh_malloc(n + 1);
+    int rc = copy ? 0 : -ENOMEM;
+    if (rc == 0) {
+        memcpy(copy, rel, n + 1);
+        char *slash = strrchr(copy, '/');
+        size_t dlen = slash ? (size_t)(slash - copy) : 0;
+        size_t blen = n - (slash ? dlen + 1 : 0);
+        u->base = nh_malloc(blen + 1);
+        if (!u->base)
+            rc = -ENOMEM;
+        else
+            memcpy(u->base, rel + n - blen, blen + 1);
+        if (rc == 0)
+            rc = nh_open_dir_creating(f, copy, dlen, &u->dirfd);
+    }
+    free(copy);
+    struct stat st;
+    if (rc == 0 && fstatat(u->dirfd, u->base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+        rc = -EISDIR;
+    for (int tries = 0; rc == 0 && u->fd < 0; tries++) {
+        unsigned char rnd[16];
+        static const char hex[] = "0123456789abcdef";
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+            rc = -EIO;
+            break;
+        }
+        char *p = u->tmp + sprintf(u->tmp, "%s", NH_UPLOAD_TMP_PREFIX);
+        for (size_t k = 0; k < sizeof(rnd); k++) {
+            *p++ = hex[rnd[k] >> 4];
+            *p++ = hex[rnd[k] & 15];
+        }
+        *p = '\0';
+        u->fd = openat(u->dirfd, u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC,
+                       0644);
+        if (u->fd < 0 && (errno != EEXIST || tries >= 4))
+            rc = -errno;
+    }
+    if (rc != 0) {
+        u->tmp[0] = '\0';   /* nothing of ours to remove */
+        nh_upload_abort(u);
+        return rc;
+    }
+    *out = u;
+    return 0;
+}
+
+int nh_upload_write(nh_upload *u, const void *data, size_t len)
+{
+    const char *p = data;
+    if (!u || u->fd < 0 || (!data && len > 0))
+        return -EINVAL;
+    while (len > 0) {
+        ssize_t n = write(u->fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+        u->size += n;
+    }
+    return 0;
+}
+
+int64_t nh_upload_size(const nh_upload *u)
+{
+    return u ? u->size : 0;
+}
+
+int nh_upload_commit(nh_upload *u, bool *created)
+{
+    int rc = 0;
+    bool fresh = true;
+    if (!u || u->fd < 0)
+        return -EINVAL;
+    if (fsync(u->fd) != 0)
+        rc = -errno;
+    if (close(u->fd) != 0 && rc == 0)
+        rc = -errno;
+    u->fd = -1;
+    if (rc == 0 && renameat2(u->dirfd, u->tmp, u->dirfd, u->base, RENAME_NOREPLACE) != 0) {
+        rc = -errno;
+        if (rc == -EEXIST || rc == -EINVAL || rc == -ENOSYS) {
+            /* there is a file (or the file system cannot tell us): replace it */
+            struct stat st;
+            fresh = rc != -EEXIST && fstatat(u->dirfd, u->base, &st, AT_SYMLINK_NOFOLLOW) != 0;
+            rc = renameat(u->dirfd, u->tmp, u->dirfd, u->base) == 0 ? 0 : -errno;
+        }
+    }
+    if (rc == 0) {
+        u->tmp[0] = '\0';   /* it has the target's name now */
+        if (fsync(u->dirfd) != 0)
+            rc = -errno;
+    }
+    if (rc == 0 && created)
+        *created = fresh;
+    nh_upload_abort(u);
+    return rc;
+}
+
+void nh_upload_abort(nh_upload *u)
+{
+    if (!u)
+        return;
+    if (u->fd >= 0)
+        close(u->fd);
+    if (u->tmp[0] && u->dirfd >= 0)
+        (void)unlinkat(u->dirfd, u->tmp, 0);
+    if (u->dirfd >= 0)
+        close(u->dirfd);
+    free(u->base);
+    free(u);
+}
+
+/* Emits the collected headers of a finished reply, or empties it on failure. */
+static int nh_req_emit(nh_req *q, int rc, nh_files_adder add, void *add_cls)
+{
+    if (rc == 0) {
+        for (int i = 0; i < q->nhdr && add; i++)
+            add(add_cls, q->hname[i], q->hvalue[i]);
+    } else {
+        nh_files_reply_release(q->out);
+        nh_reply_init(q->out);
+    }
+    return rc;
+}
+
+int nh_files_put_begin(const nh_files *f, const char *path, size_t path_len, nh_files_adder add,
+                       void *add_cls, nh_files_reply *out, nh_upload **up)
+{
+    nh_req q = {.f = f, .out = out};
+    char *rel = NULL;
+    if (!out)
+        return -EINVAL;
+    nh_reply_init(out);
+    if (!up || !f || (!path && path_len > 0))
+        return -EINVAL;
+    *up = NULL;
+    int rc = path ? nh_put_rel(f->writable, path, path_len, &rel) : 400;
+    if (rc == 0) {
+        rc = nh_upload_open(f, rel, up);
+        if (rc < 0 && rc != -ENOMEM)
+            rc = nh_files_put_errno_status(-rc);
+    }
+    if (rc == 405)
+        nh_req_hdr(&q, "Allow", "GET, HEAD");
+    if (rc > 0)
+        rc = nh_reply_status(&q, rc);
+    free(rel);
+    return nh_req_emit(&q, rc, add, add_cls);
+}
+
+int nh_files_status_reply(int status, nh_files_adder add, void *add_cls, nh_files_reply *out)
+{
+    nh_req q = {.out = out};
+    if (!out)
+        return -EINVAL;
+    nh_reply_init(out);
+    int rc = 0;
+    if (status == 204 || status == 304) {
+        out->status = status;
+        out->no_body = true;
+    } else {
+        rc = nh_reply_status(&q, status);
+    }
+    return nh_req_emit(&q, rc, add, add_cls);
+}
+
 int nh_files_handle(const nh_files *f, const char *method, const char *path, size_t path_len,
                     const char *raw_path, nh_files_getter get, void *get_cls, nh_files_adder add,
                     void *add_cls, nh_files_reply *out)
@@ -1103,8 +1457,9 @@ int nh_files_handle(const nh_files *f, const char *method, const char *path, siz
         return -EINVAL;
 
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        nh_req_hdr(&q, "Allow", "GET, HEAD");
-        rc = nh_reply_status(&q, 405);
+        rc = path ? nh_put_rel(f->writable, path, path_len, &rel) : 400;
+        nh_req_hdr(&q, "Allow", rc == 0 ? "GET, HEAD, PUT" : "GET, HEAD");
+        rc = rc < 0 ? rc : nh_reply_status(&q, 405);
         goto done;
     }
     q.head = strcmp(method, "HEAD") == 0;
@@ -1194,6 +1549,7 @@ void nh_files_free(nh_files *f)
     if (f->rootfd >= 0)
         close(f->rootfd);
     free(f->root_real);
+    free(f->writable);
     free(f);
 }
 

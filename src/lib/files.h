@@ -116,7 +116,8 @@ typedef struct nh_files_reply {
  * the caller answers 500 itself. Returns -EINVAL for a NULL f, method or out
  * (or NULL path with path_len > 0); *out, if given, is then an empty reply.
  * Statuses: 200, 206, 301, 304, 400, 403, 404, 405, 416, and 500 for
- * unexpected system errors (EMFILE, EIO, ...).
+ * unexpected system errors (EMFILE, EIO, ...). A 405 lists "GET, HEAD, PUT"
+ * in Allow when the path is writable (nh_files_set_writable), else "GET, HEAD".
  */
 int nh_files_handle(const nh_files *f, const char *method, const char *path, size_t path_len,
                     const char *raw_path, nh_files_getter get, void *get_cls, nh_files_adder add,
@@ -160,6 +161,80 @@ int nh_http_date_parse(const char *s, time_t *out);
  * *start and *len are written only when 1 is returned.
  */
 int nh_range_parse(const char *value, int64_t size, int64_t *start, int64_t *len);
+
+/* ---- uploads: PUT below a writable prefix (serve --dir --writable) ----
+ *
+ * A PUT writes a temporary file beside its target (O_EXCL, an unpredictable
+ * name starting with NH_UPLOAD_TMP_PREFIX, hidden from listings), then
+ * fsyncs it, renames it over the target and fsyncs the directory, so that a
+ * reader sees the old file or the whole new one, never a part. Missing parent
+ * directories are created on the way, each one opened beneath the root like
+ * a GET's path (openat2 RESOLVE_BENEATH), so a symlink never leads a write
+ * out of DIR. An upload that does not complete is aborted: the temporary file
+ * is removed and the target is untouched. All of it is blocking disk work:
+ * call it from the disk pool. */
+
+#define NH_UPLOAD_TMP_PREFIX ".natshttp-put-"
+
+typedef struct nh_upload nh_upload; /* one upload under way */
+
+/**
+ * Makes the paths below `prefix` writable by PUT; NULL (the default) makes
+ * nothing writable. The prefix is a decoded URL path starting with '/': "/"
+ * is everything, "/up/" (or "/up") everything below the directory up.
+ * Returns 0, or -EINVAL for a prefix that is not a clean absolute path
+ * ("." or ".." segments, NUL, no leading '/'), -ENOMEM. Not thread-safe
+ * against concurrent use of f: call it right after nh_files_new.
+ */
+int nh_files_set_writable(nh_files *f, const char *prefix);
+
+/**
+ * The pure PUT decision: may `path` (decoded once, like nh_files_handle's)
+ * be written under `prefix` (as for nh_files_set_writable; NULL: nothing)?
+ * Returns 0 and *rel, the target relative to the root (malloc'd, empty
+ * segments folded: "nar/x.nar"), or an HTTP status: 400 (no leading '/', NUL,
+ * "." or ".." segment), 404 (longer than NH_FILES_PATH_MAX), 405 (outside
+ * the prefix, the prefix directory itself, or no prefix), 409 (a directory:
+ * ends in '/'); or -ENOMEM, -EINVAL (NULL rel, a malformed prefix).
+ */
+int nh_files_put_path(const char *prefix, const char *path, size_t path_len, char **rel);
+
+/** HTTP status for an errno from preparing or writing an upload: 403 (permission,
+ * read-only, a symlink leading out), 409 (a parent is a file, the target is a
+ * directory), 404, 507 (no space), else 500. */
+int nh_files_put_errno_status(int err);
+
+/**
+ * Starts a PUT of `path`: decides with the writable prefix of f, creates the
+ * missing parents and the temporary file. On 0, either *up is the upload
+ * (out is an empty reply) or *up is NULL and out is the error answer (405
+ * with "Allow: GET, HEAD", 400, 403, 404, 409, 507, 500; headers through add).
+ * Returns -ENOMEM (nothing added, out empty, *up NULL) or -EINVAL.
+ */
+int nh_files_put_begin(const nh_files *f, const char *path, size_t path_len, nh_files_adder add,
+                       void *add_cls, nh_files_reply *out, nh_upload **up);
+
+/** Opens an upload of rel (relative to the root, as nh_files_put_path gives
+ * it) without the prefix check. Returns 0 and *out, or -errno. */
+int nh_upload_open(const nh_files *f, const char *rel, nh_upload **out);
+/** Appends len bytes to the temporary file: 0, or -errno (the upload is then
+ * still to be aborted). */
+int nh_upload_write(nh_upload *u, const void *data, size_t len);
+/** Bytes written so far. */
+int64_t nh_upload_size(const nh_upload *u);
+/** fsync, rename over the target, fsync the directory; frees u whatever the
+ * outcome. Returns 0 with *created (true when no file had the name), or
+ * -errno (the temporary file is removed). */
+int nh_upload_commit(nh_upload *u, bool *created);
+/** Removes the temporary file and frees u. NULL does nothing. */
+void nh_upload_abort(nh_upload *u);
+
+/**
+ * A plain answer with this status: "201 Created\n" as text/plain and its
+ * Content-Length through add, or for 204 and 304 no body and no header.
+ * Returns 0, -ENOMEM (out empty), -EINVAL.
+ */
+int nh_files_status_reply(int status, nh_files_adder add, void *add_cls, nh_files_reply *out);
 
 /**
  * Test knob: make the n-th allocation from now (on this thread) fail;

@@ -215,8 +215,15 @@ static void on_writable(void *ctx, natshttp_call *call)
 {
     gw_req *r = ctx;
     pthread_mutex_lock(&r->mu);
-    r->writable = true;
-    wake(r);
+    /* A resume is the whole notification; the flag is for a body reader that
+     * is not suspended (it then tries again at once). A flag left set after
+     * a resume would make the next AGAIN return without suspending, and
+     * libmicrohttpd does not call again for data already in its buffer: the
+     * end of an upload would stall. */
+    if (r->suspended)
+        wake(r);
+    else
+        r->writable = true;
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -632,17 +639,21 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             pthread_mutex_unlock(&r->mu);
             return MHD_YES;
         } else {
-            size_t taken = 0;
-            natshttp_status st = natshttp_call_write(r->call, upload_data, *upload_data_size, &taken);
-            *upload_data_size -= taken;
-            r->bytes_in += taken;
+            size_t taken = 0, done = 0;
+            natshttp_status st;
+            bool retry;
+            do {   /* writable said while we were not suspended: try again at once */
+                st = natshttp_call_write(r->call, upload_data + done, *upload_data_size - done,
+                                         &taken);
+                done += taken;
+                retry = st == NATSHTTP_AGAIN && r->writable;
+                r->writable = false;
+            } while (retry);
+            *upload_data_size -= done;
+            r->bytes_in += done;
             if (st == NATSHTTP_AGAIN) {
-                if (r->writable) {
-                    r->writable = false;   /* became writable meanwhile: MHD calls again */
-                } else {
-                    r->suspended = true;
-                    MHD_suspend_connection(conn);
-                }
+                r->suspended = true;
+                MHD_suspend_connection(conn);
             } else if (st != NATSHTTP_OK) {
                 r->error_status = natshttp_status_http(st);
                 r->error_text = natshttp_status_text(st);

@@ -5,6 +5,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 
 import harness
@@ -39,6 +40,18 @@ class DemoScriptTest(harness.E2ETestCase):
         self.assertIn("<h1>natshttp</h1>", out)
         self.assertEqual(out.count("StoreDir: /nix/store"), 2, out)   # curl and request
         self.assertIn("Stopped nats-server, nats-http serve, nats-http gateway.", out)
+        narinfo = parse_narinfo(next((EXAMPLES / "cache").glob("*.narinfo")).read_text())
+        store_path = narinfo["StorePath"]
+        if shutil.which("nix"):
+            # nix fetched the sample cache's store path over NATS (scripts/setup.sh
+            # installs nix-bin, so in CI this branch always runs).
+            self.assertIn(f"copying path '{store_path}' from 'http://127.0.0.1:", out)
+            self.assertRegex(out, rf"method=GET target=/cache/{re.escape(narinfo['URL'])} "
+                                  rf"status=200 in=0 out={narinfo['FileSize']} ")
+            self.assertIn("      Hello from a Nix store path served over NATS.\n", out)
+            self.assertIn(f"nix fetched store path {store_path} through NATS.", out)
+        else:
+            self.assertIn("nix is not installed (Debian: nix-bin): skipping the nix fetch", out)
 
 
 class SampleCacheTest(harness.E2ETestCase):

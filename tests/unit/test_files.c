@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -1322,6 +1323,300 @@ static void test_alloc_failure(void **state)
     }
 }
 
+/* ---- uploads (PUT) ---- */
+
+static void test_put_path(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *prefix, *path;
+        int rc;
+        const char *rel;
+    } cases[] = {
+        {"/", "/nar/x.nar", 0, "nar/x.nar"},
+        {"/", "/x.narinfo", 0, "x.narinfo"},
+        {"/", "//nar///x.nar", 0, "nar/x.nar"},          /* empty segments fold */
+        {"/", "/%2e%2e", 0, "%2e%2e"},                   /* decoded once: a name */
+        {"/up/", "/up/a/b", 0, "up/a/b"},
+        {"/up", "/up/a", 0, "up/a"},                     /* a prefix is a directory */
+        {"//up//", "/up/a", 0, "up/a"},
+        {"/up/", "/upx", 405, NULL},                     /* not below up/ */
+        {"/up", "/upload/a", 405, NULL},
+        {"/up/", "/up", 405, NULL},                      /* the prefix directory itself */
+        {"/up/", "/up/", 405, NULL},
+        {"/up/", "/other/a", 405, NULL},
+        {NULL, "/a", 405, NULL},                         /* read-only */
+        {"/", "/", 405, NULL},                           /* the root itself */
+        {"/", "/dir/", 409, NULL},                       /* a directory */
+        {"/up/", "/up/a/", 409, NULL},
+        {"/", "/../x", 400, NULL},
+        {"/", "/a/./b", 400, NULL},
+        {"/up/", "/up/../x", 400, NULL},
+        {"/", "a", 400, NULL},                           /* no leading slash */
+        {"/", "", 400, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *rel = NULL;
+        int rc = nh_files_put_path(cases[i].prefix, cases[i].path, strlen(cases[i].path), &rel);
+        if (rc != cases[i].rc)
+            fail_msg("PUT %s under %s: %d, want %d", cases[i].path,
+                     cases[i].prefix ? cases[i].prefix : "(none)", rc, cases[i].rc);
+        if (cases[i].rel) {
+            assert_non_null(rel);
+            assert_string_equal(rel, cases[i].rel);
+        } else {
+            assert_null(rel);
+        }
+        free(rel);
+    }
+    /* A NUL inside the decoded path, and too long a path. */
+    char *rel = NULL;
+    assert_int_equal(nh_files_put_path("/", "/a\0b", 4, &rel), 400);
+    char *longp = malloc(NH_FILES_PATH_MAX + 2);
+    assert_non_null(longp);
+    longp[0] = '/';
+    memset(longp + 1, 'a', NH_FILES_PATH_MAX);
+    assert_int_equal(nh_files_put_path("/", longp, NH_FILES_PATH_MAX + 1, &rel), 404);
+    free(longp);
+    /* Malformed prefixes. */
+    assert_int_equal(nh_files_put_path("up/", "/up/a", 5, &rel), -EINVAL);
+    assert_int_equal(nh_files_put_path("/up/../", "/up/a", 5, &rel), -EINVAL);
+    assert_int_equal(nh_files_put_path("/", "/a", 2, NULL), -EINVAL);
+    assert_null(rel);
+}
+
+static void test_put_errno_status(void **state)
+{
+    (void)state;
+    assert_int_equal(nh_files_put_errno_status(EACCES), 403);
+    assert_int_equal(nh_files_put_errno_status(EROFS), 403);
+    assert_int_equal(nh_files_put_errno_status(EXDEV), 403);
+    assert_int_equal(nh_files_put_errno_status(ELOOP), 403);
+    assert_int_equal(nh_files_put_errno_status(ENOTDIR), 409);
+    assert_int_equal(nh_files_put_errno_status(EISDIR), 409);
+    assert_int_equal(nh_files_put_errno_status(ENOSPC), 507);
+    assert_int_equal(nh_files_put_errno_status(EDQUOT), 507);
+    assert_int_equal(nh_files_put_errno_status(EIO), 500);
+}
+
+/* Names in BASE/<rel>, sorted, joined with ' ' ("" when empty). */
+static void dir_names(const char *rel, char *out, size_t n)
+{
+    char p[512];
+    path_in(p, sizeof(p), rel);
+    struct dirent **ents = NULL;
+    int k = scandir(p, &ents, NULL, alphasort);
+    assert_true(k >= 0);
+    out[0] = '\0';
+    for (int i = 0; i < k; i++) {
+        if (strcmp(ents[i]->d_name, ".") != 0 && strcmp(ents[i]->d_name, "..") != 0) {
+            if (out[0])
+                strncat(out, " ", n - strlen(out) - 1);
+            strncat(out, ents[i]->d_name, n - strlen(out) - 1);
+        }
+        free(ents[i]);
+    }
+    free(ents);
+}
+
+static void expect_names(const char *rel, const char *want)
+{
+    char names[1024];
+    dir_names(rel, names, sizeof(names));
+    assert_string_equal(names, want);
+}
+
+static void expect_file(const char *rel, const char *text)
+{
+    char p[512], buf[256];
+    path_in(p, sizeof(p), rel);
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    ssize_t n = read(fd, buf, sizeof(buf));
+    close(fd);
+    assert_int_equal(n, (ssize_t)strlen(text));
+    assert_memory_equal(buf, text, (size_t)n);
+}
+
+/* PUT through nh_files_put_begin: an error answer, or an upload. */
+static nh_upload *put_begin(nh_files *f, const char *path, resp *x)
+{
+    nh_upload *up = NULL;
+    memset(x, 0, sizeof(*x));
+    x->rc = nh_files_put_begin(f, path, strlen(path), adder, x, &x->r, &up);
+    return up;
+}
+
+static void expect_put_refused(nh_files *f, const char *path, int status)
+{
+    resp x;
+    nh_upload *up = put_begin(f, path, &x);
+    assert_null(up);
+    char text[64];
+    int n = snprintf(text, sizeof(text), "%d ", status);
+    assert_int_equal(x.rc, 0);
+    if (x.r.status != status)
+        fail_msg("PUT %s: %d, want %d", path, x.r.status, status);
+    assert_non_null(x.r.mem);
+    assert_memory_equal(x.r.mem, text, (size_t)n);
+    expect_hdr(&x, "Allow", status == 405 ? "GET, HEAD" : NULL);
+    resp_free(&x);
+}
+
+static void test_put_upload(void **state)
+{
+    (void)state;
+    put_dir("up");
+    put_dir("up/dir");
+    put_text("up/file", "file\n");
+    put_dir("outside-dir");
+    put_link("up/out", "../outside-dir");
+    put_link("up/in", "dir");
+    nh_files *f = NULL;
+    char root[256];
+    path_in(root, sizeof(root), "up");
+    assert_int_equal(nh_files_new(&f, root, true), 0);
+    assert_int_equal(nh_files_set_writable(f, "/"), 0);
+
+    /* A new file in new directories: nothing under its name until commit. */
+    resp x;
+    nh_upload *up = put_begin(f, "/nar/sub/a.nar", &x);
+    assert_non_null(up);
+    assert_int_equal(x.rc, 0);
+    assert_int_equal(x.n, 0);
+    assert_int_equal(nh_upload_write(up, "hello ", 6), 0);
+    assert_int_equal(nh_upload_write(up, "world\n", 6), 0);
+    assert_int_equal(nh_upload_size(up), 12);
+    char names[1024];
+    dir_names("up/nar/sub", names, sizeof(names));
+    assert_int_equal(strncmp(names, NH_UPLOAD_TMP_PREFIX, strlen(NH_UPLOAD_TMP_PREFIX)), 0);
+    assert_int_equal(strlen(names), strlen(NH_UPLOAD_TMP_PREFIX) + 32);   /* 128 random bits */
+    assert_null(strchr(names, ' '));
+    /* ... and a listing does not show it. */
+    resp l;
+    req(f, "GET", "/nar/sub/", NULL, &l);
+    assert_int_equal(l.r.status, 200);
+    assert_null(strstr(l.r.mem, NH_UPLOAD_TMP_PREFIX));
+    resp_free(&l);
+    bool created = false;
+    assert_int_equal(nh_upload_commit(up, &created), 0);
+    assert_true(created);
+    expect_names("up/nar/sub", "a.nar");
+    expect_file("up/nar/sub/a.nar", "hello world\n");
+    resp_free(&x);
+
+    /* Replacing it: the old content until commit, then the new. */
+    up = put_begin(f, "/nar/sub/a.nar", &x);
+    assert_non_null(up);
+    assert_int_equal(nh_upload_write(up, "new\n", 4), 0);
+    expect_file("up/nar/sub/a.nar", "hello world\n");
+    created = true;
+    assert_int_equal(nh_upload_commit(up, &created), 0);
+    assert_false(created);
+    expect_file("up/nar/sub/a.nar", "new\n");
+    expect_names("up/nar/sub", "a.nar");
+    resp_free(&x);
+
+    /* An aborted upload leaves nothing... */
+    up = put_begin(f, "/b.nar", &x);
+    assert_non_null(up);
+    assert_int_equal(nh_upload_write(up, "part", 4), 0);
+    nh_upload_abort(up);
+    resp_free(&x);
+    expect_names("up", "dir file in nar out");
+    /* ... nor touches a file it would have replaced. */
+    up = put_begin(f, "/nar/sub/a.nar", &x);
+    assert_non_null(up);
+    assert_int_equal(nh_upload_write(up, "broken", 6), 0);
+    nh_upload_abort(up);
+    resp_free(&x);
+    expect_file("up/nar/sub/a.nar", "new\n");
+    expect_names("up/nar/sub", "a.nar");
+
+    /* Refusals, each before anything is created. */
+    expect_put_refused(f, "/dir", 409);          /* a directory */
+    expect_put_refused(f, "/dir/", 409);
+    expect_put_refused(f, "/file/x", 409);       /* a parent is a file */
+    expect_put_refused(f, "/out/x", 403);        /* a symlink out of the root */
+    expect_put_refused(f, "/out/new/x", 403);
+    expect_put_refused(f, "/../x", 400);
+    expect_names("outside-dir", "");
+    expect_names("up/dir", "");
+    /* A symlink that stays inside is followed. */
+    up = put_begin(f, "/in/c.txt", &x);
+    assert_non_null(up);
+    assert_int_equal(nh_upload_commit(up, &created), 0);   /* an empty body */
+    assert_true(created);
+    expect_file("up/dir/c.txt", "");
+    resp_free(&x);
+
+    /* Only below the prefix. */
+    assert_int_equal(nh_files_set_writable(f, "/nar/"), 0);
+    expect_put_refused(f, "/c.txt", 405);
+    expect_put_refused(f, "/nar", 405);
+    up = put_begin(f, "/nar/d.txt", &x);
+    assert_non_null(up);
+    nh_upload_abort(up);
+    resp_free(&x);
+    /* Other methods: 405, whose Allow says whether PUT would do. */
+    req(f, "DELETE", "/nar/d.txt", NULL, &x);
+    assert_int_equal(x.r.status, 405);
+    expect_hdr(&x, "Allow", "GET, HEAD, PUT");
+    resp_free(&x);
+    req(f, "POST", "/c.txt", NULL, &x);
+    assert_int_equal(x.r.status, 405);
+    expect_hdr(&x, "Allow", "GET, HEAD");
+    resp_free(&x);
+    /* Every allocation failing in turn: -ENOMEM with nothing left behind. */
+    for (long n = 1;; n++) {
+        nh_files_test_fail_alloc(n);
+        up = put_begin(f, "/nar/e.txt", &x);
+        nh_files_test_fail_alloc(0);
+        if (x.rc == -ENOMEM) {
+            assert_null(up);
+            assert_int_equal(x.n, 0);
+            assert_null(x.r.mem);
+            assert_int_equal(x.r.fd, -1);
+            expect_names("up/nar", "sub");
+            continue;
+        }
+        assert_int_equal(x.rc, 0);
+        assert_non_null(up);
+        assert_true(n > 2);
+        nh_upload_abort(up);
+        resp_free(&x);
+        break;
+    }
+    /* Read-only again. */
+    assert_int_equal(nh_files_set_writable(f, NULL), 0);
+    expect_put_refused(f, "/nar/d.txt", 405);
+    assert_int_equal(nh_files_set_writable(f, "nar"), -EINVAL);
+    assert_int_equal(nh_files_set_writable(f, "/a/../b"), -EINVAL);
+    nh_files_free(f);
+    expect_names("up/nar", "sub");
+}
+
+static void test_status_reply(void **state)
+{
+    (void)state;
+    resp x;
+    memset(&x, 0, sizeof(x));
+    assert_int_equal(nh_files_status_reply(201, adder, &x, &x.r), 0);
+    expect_error(&x, 201, "201 Created\n");
+    resp_free(&x);
+    memset(&x, 0, sizeof(x));
+    assert_int_equal(nh_files_status_reply(204, adder, &x, &x.r), 0);
+    assert_int_equal(x.r.status, 204);
+    assert_true(x.r.no_body);
+    assert_null(x.r.mem);
+    assert_int_equal(x.n, 0);
+    resp_free(&x);
+    memset(&x, 0, sizeof(x));
+    assert_int_equal(nh_files_status_reply(507, adder, &x, &x.r), 0);
+    expect_error(&x, 507, "507 Insufficient Storage\n");
+    resp_free(&x);
+}
+
 /* Runs last: every reply and listing closed what it opened. */
 static void test_no_fd_leak(void **state)
 {
@@ -1358,6 +1653,10 @@ int main(void)
         cmocka_unit_test(test_dir_listing),
         cmocka_unit_test(test_method_405),
         cmocka_unit_test(test_odd_paths),
+        cmocka_unit_test(test_put_path),
+        cmocka_unit_test(test_put_errno_status),
+        cmocka_unit_test(test_put_upload),
+        cmocka_unit_test(test_status_reply),
         cmocka_unit_test(test_alloc_failure),
         cmocka_unit_test(test_no_fd_leak),
     };
