@@ -6,8 +6,8 @@
 
 typedef struct gateway_cfg {
     cli_common common;
-    const char *listen, *subject;
-    long long timeout, threads, max_buffer, http_idle_timeout, max_connections;
+    const char *listen, *subject, *metrics;
+    long long timeout, threads, max_buffer, http_idle_timeout, max_connections, grace;
 } gateway_cfg;
 
 static const cli_opt gateway_opts[] = {
@@ -18,32 +18,11 @@ static const cli_opt gateway_opts[] = {
     {"max-buffer", 0, OPT_INT, "BYTES", "response bytes one request may hold for a slow client before it is aborted", offsetof(gateway_cfg, max_buffer), "67108864"},
     {"http-idle-timeout", 0, OPT_INT, "SECONDS", "close idle keep-alive HTTP connections after this long", offsetof(gateway_cfg, http_idle_timeout), "60"},
     {"max-connections", 0, OPT_INT, "N", "concurrent HTTP connections", offsetof(gateway_cfg, max_connections), "1024"},
+    {"grace", 0, OPT_INT, "SECONDS", "on SIGTERM/SIGINT stop accepting, let requests under way finish this long, then exit (a second signal exits at once)", offsetof(gateway_cfg, grace), "10"},
+    {"metrics", 0, OPT_STR, "ADDR:PORT", "serve Prometheus metrics on http://ADDR:PORT/metrics (port 0 picks a free one)", offsetof(gateway_cfg, metrics), NULL},
     CLI_COMMON_OPTS(gateway_cfg),
 };
 #define NOPTS (sizeof gateway_opts / sizeof gateway_opts[0])
-
-/* Splits "ADDR:PORT" or "[V6]:PORT" in place. */
-static int split_listen(char *s, const char **addr, unsigned *port)
-{
-    char *colon = strrchr(s, ':');
-    if (!colon)
-        return -1;
-    *colon = 0;
-    char *end;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (*end || colon[1] == 0 || p > 65535)
-        return -1;
-    if (s[0] == '[') {
-        size_t n = strlen(s);
-        if (n < 2 || s[n - 1] != ']')
-            return -1;
-        s[n - 1] = 0;
-        s++;
-    }
-    *addr = s;
-    *port = (unsigned)p;
-    return 0;
-}
 
 int cmd_gateway(int argc, char **argv)
 {
@@ -70,7 +49,7 @@ int cmd_gateway(int argc, char **argv)
         rc = cli_usage_error("gateway", "--subject '%s' is not a literal NATS subject", cfg.subject);
     if (rc == 0) {
         listen = strdup(cfg.listen);
-        if (!listen || split_listen(listen, &addr, &port) != 0)
+        if (!listen || cli_split_addr(listen, &addr, &port) != 0)
             rc = cli_usage_error("gateway", "--listen wants ADDR:PORT, not '%s'", cfg.listen);
     }
     if (rc != 0)
@@ -83,6 +62,12 @@ int cmd_gateway(int argc, char **argv)
         goto out;
     }
     natshttp_gateway *gw = NULL;
+    natshttp_metrics *metrics = NULL;
+    if (cli_metrics_start("gateway", cfg.metrics, nc, &metrics) != 0) {
+        cli_disconnect(nc);
+        rc = 1;
+        goto out;
+    }
     natshttp_gateway_options go = {
         .client = {.subject = cfg.subject,
                    .timeout_ms = cfg.timeout * 1000,
@@ -95,6 +80,7 @@ int cmd_gateway(int argc, char **argv)
         .max_buffer = (size_t)cfg.max_buffer,
         .idle_timeout_s = (unsigned)cfg.http_idle_timeout,
         .max_connections = (unsigned)cfg.max_connections,
+        .metrics = metrics,
     };
     natshttp_status st = natshttp_gateway_new(&gw, nc, &go);
     if (st != NATSHTTP_OK) {
@@ -105,10 +91,14 @@ int cmd_gateway(int argc, char **argv)
         natshttp_log(NATSHTTP_LOG_INFO, "gateway", "ready listening on http://%s%s%s:%u subject=%s",
                      v6 ? "[" : "", addr, v6 ? "]" : "", natshttp_gateway_port(gw), cfg.subject);
         cli_wait_for_signal();
-        natshttp_log(NATSHTTP_LOG_INFO, "gateway", "stopping");
+        natshttp_log(NATSHTTP_LOG_INFO, "gateway", "stopping: no new connections, %lld s for requests under way",
+                     cfg.grace);
+        if (natshttp_gateway_drain(gw, cfg.grace * 1000) == NATSHTTP_OK)
+            natshttp_log(NATSHTTP_LOG_INFO, "gateway", "drained");
         natshttp_gateway_free(gw);
     }
     cli_disconnect(nc);
+    natshttp_metrics_free(metrics);
 out:
     free(listen);
     free(rest.items);

@@ -22,12 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define COMP "server"
 #define TICK_MS 100
 #define NH_ANNOUNCE_MS 250   /* an answer slower than this announces the control subject */
 
-enum { CMD_STOP = 1 };
+enum { CMD_STOP = 1, CMD_BARRIER };
 
 typedef enum resp_mode {
     R_NONE,      /* not answered yet */
@@ -76,6 +78,9 @@ struct natshttp_txn {
     bool head_sent, want_writable, cancelled;
     int64_t max_payload;
     const nh_hooks *hooks;
+    natshttp_metrics *metrics;   /* counted once, when the application finishes */
+    int64_t t0_us;
+    bool counted;
 };
 
 struct natshttp_server {
@@ -96,6 +101,9 @@ struct natshttp_server {
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     int subs_done;
+    natshttp_metrics *metrics;
+    bool req_drained;            /* natshttp_server_drain drained req_sub */
+    _Atomic bool barrier_seen;   /* the dispatch thread reached the drain's barrier */
 };
 
 /* ---- transactions ------------------------------------------------------------ */
@@ -186,6 +194,8 @@ static natshttp_status publish_head(natshttp_txn *t, const void *data, size_t le
             NH_LOG_W(COMP, "request %" PRIu64 ": publishing the response head failed: %s", t->id,
                      natsStatus_GetText(ns));
             st = natshttp_status_from_nats(ns);
+        } else {
+            nh_metrics_bytes(t->metrics, 0, len);
         }
     }
     natsMsg_Destroy(m);
@@ -268,6 +278,8 @@ static natshttp_status publish_piece(natshttp_txn *t, const void *data, size_t n
         ns = natsConnection_Publish(t->nc, t->reply, data, (int)n);
     }
     t->seq++;
+    if (ns == NATS_OK)
+        nh_metrics_bytes(t->metrics, 0, n);
     return natshttp_status_from_nats(ns);
 }
 
@@ -399,6 +411,15 @@ void natshttp_txn_finish(natshttp_txn *t, bool ok)
                      t->sent);
         }
     }
+    if (!t->counted && t->metrics) {
+        t->counted = true;
+        int status = t->resp ? natshttp_head_status(t->resp) : 0;
+        if (t->cancelled && !t->head_sent)
+            status = 499;   /* the client left before an answer */
+        bool aborted = t->head_sent && t->mode != R_NOBODY &&
+                       (!ok || t->cancelled || (t->resp_cl >= 0 && t->sent != t->resp_cl));
+        nh_metrics_end(t->metrics, status, nh_now_us() - t->t0_us, aborted);
+    }
     t->mode = R_DONE;
     pthread_mutex_unlock(&t->mu);
     pthread_mutex_lock(&t->core->mu);
@@ -447,6 +468,7 @@ static void body_piece(natshttp_server *s, natshttp_txn *t, natsMsg *msg, nh_cre
 {
     int len = natsMsg_GetDataLength(msg);
     t->body_received += len;
+    nh_metrics_bytes(s->metrics, (uint64_t)len, 0);
     if (len == 0 || !s->cb.on_body) {
         if (credit && len > 0)
             nh_credit_consumed(credit, (size_t)len, natsMsg_GetReply(msg));
@@ -523,6 +545,8 @@ static void reject(natshttp_server *s, natsMsg *msg, natshttp_status why)
         status = 400;
     NH_LOG_W(COMP, "rejected request on %s: %s (%d)", natsMsg_GetSubject(msg),
              natshttp_status_text(why), status);
+    nh_metrics_begin(s->metrics);
+    nh_metrics_end(s->metrics, status, 0, false);
     if (!reply || !*reply)
         return;
     bool chunked = false;
@@ -530,7 +554,7 @@ static void reject(natshttp_server *s, natsMsg *msg, natshttp_status why)
             NATSHTTP_OK &&
         chunked)
         handshake(s, msg, NULL);
-    natshttp_txn tmp = {.nc = s->nc, .reply = (char *)reply, .mode = R_NONE};
+    natshttp_txn tmp = {.nc = s->nc, .reply = (char *)reply, .mode = R_NONE, .metrics = s->metrics};
     tmp.max_payload = natsConnection_GetMaxPayload(s->nc);
     char text[160];
     snprintf(text, sizeof text, "natshttp: %s\n", natshttp_status_text(why));
@@ -580,6 +604,9 @@ static void on_request(natshttp_server *s, natsMsg *msg)
         return;
     }
     t->is_head = strcmp(natshttp_head_method(t->req), "HEAD") == 0;
+    t->metrics = s->metrics;
+    t->t0_us = nh_now_us();
+    nh_metrics_begin(s->metrics);
     if (s->window > 0) {
         const char *ver = nh_msg_header(msg, NH_HDR_VERSION);
         int64_t w = nh_parse_u63(nh_msg_header(msg, NH_HDR_WINDOW));
@@ -746,7 +773,12 @@ static void *dispatch_main(void *arg)
     for (;;) {
         void *item = nh_queue_pop(&s->q, TICK_MS);
         if (item && NH_IS_CMD(item)) {
+            int type = NH_CMD_PTR(item)->type;
             free(NH_CMD_PTR(item));
+            if (type == CMD_BARRIER) {
+                s->barrier_seen = true;
+                continue;
+            }
             break;
         }
         if (item) {
@@ -805,6 +837,7 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
     s->nc = nc;
     s->cb = *cb;
     s->ctx = ctx;
+    s->metrics = opts->metrics;
     s->max_head = opts->max_head ? opts->max_head : NATSHTTP_DEFAULT_MAX_HEAD;
     s->idle_ms = opts->idle_timeout_ms > 0 ? opts->idle_timeout_ms : NH_DEFAULT_IDLE_MS;
     s->window = opts->protocol == 1 ? 0 : opts->window > 0 ? opts->window : NH_DEFAULT_WINDOW;
@@ -864,7 +897,9 @@ void natshttp_server_free(natshttp_server *s)
     if (!s)
         return;
     int expect = 0;
-    if (s->req_sub && natsSubscription_Unsubscribe(s->req_sub) == NATS_OK)
+    if (s->req_drained)
+        expect++;   /* the drain's completion; a draining subscription is not unsubscribed again */
+    else if (s->req_sub && natsSubscription_Unsubscribe(s->req_sub) == NATS_OK)
         expect++;
     if (s->body_sub && natsSubscription_Unsubscribe(s->body_sub) == NATS_OK)
         expect++;
@@ -876,6 +911,8 @@ void natshttp_server_free(natshttp_server *s)
     natsSubscription_Destroy(s->body_sub);
     if (s->thread_started) {
         nh_cmd *cmd = calloc(1, sizeof *cmd);
+        if (cmd)
+            cmd->type = CMD_STOP;
         if (cmd && nh_queue_push(&s->q, NH_CMD_TAG(cmd)) == 0)
             pthread_join(s->thread, NULL);
         else
@@ -927,4 +964,48 @@ void natshttp_server_free(natshttp_server *s)
     free(s->prefix);
     core_unref(s->core);
     free(s);
+}
+
+natshttp_status natshttp_server_drain(natshttp_server *s, int64_t timeout_ms)
+{
+    if (!s)
+        return NATSHTTP_INVALID;
+    int64_t until = nh_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    bool done = false;
+    if (s->req_sub && !s->req_drained && natsSubscription_Drain(s->req_sub) == NATS_OK) {
+        s->req_drained = true;
+        /* Every request NATS delivered is on our queue once the drain completes. */
+        pthread_mutex_lock(&s->done_mu);
+        while (s->subs_done < 1 && nh_now_ms() < until) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 20 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->done_cv, &s->done_mu, &ts);
+        }
+        pthread_mutex_unlock(&s->done_mu);
+    }
+    /* ... and has become a txn once the dispatch thread passed this barrier. */
+    nh_cmd *cmd = calloc(1, sizeof *cmd);
+    if (cmd) {
+        cmd->type = CMD_BARRIER;
+        if (nh_queue_push(&s->q, NH_CMD_TAG(cmd)) != 0) {
+            free(cmd);
+            cmd = NULL;
+        }
+    }
+    for (;;) {
+        /* the server's own reference is the one left when no txn lives */
+        done = (!cmd || s->barrier_seen) && s->core->refs == 1;
+        if (done || nh_now_ms() >= until)
+            break;
+        usleep(20 * 1000);
+    }
+    if (!done)
+        NH_LOG_W(COMP, "%d request(s) still under way after the grace period; aborting them",
+                 s->core->refs - 1);
+    return done ? NATSHTTP_OK : NATSHTTP_TIMEOUT;
 }
