@@ -210,7 +210,8 @@ void cli_disconnect(natsConnection *nc)
 {
     if (!nc)
         return;
-    natsConnection_FlushTimeout(nc, 1000);
+    if (natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED)
+        natsConnection_FlushTimeout(nc, 1000);
     closing = true;
     natsConnection_Close(nc);
     natsConnection_Destroy(nc);

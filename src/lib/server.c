@@ -972,11 +972,16 @@ natshttp_status natshttp_server_drain(natshttp_server *s, int64_t timeout_ms)
         return NATSHTTP_INVALID;
     int64_t until = nh_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     bool done = false;
-    if (s->req_sub && !s->req_drained && natsSubscription_Drain(s->req_sub) == NATS_OK) {
+    /* Disconnected, the drain could only time out (nats.c waits for the
+     * server's acknowledgement): natshttp_server_free unsubscribes instead. */
+    bool connected = natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED;
+    if (s->req_sub && !s->req_drained && connected &&
+        natsSubscription_DrainTimeout(s->req_sub, timeout_ms > 1000 ? timeout_ms : 1000) == NATS_OK) {
         s->req_drained = true;
         /* Every request NATS delivered is on our queue once the drain completes. */
         pthread_mutex_lock(&s->done_mu);
-        while (s->subs_done < 1 && nh_now_ms() < until) {
+        while (s->subs_done < 1 && nh_now_ms() < until &&
+               natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 20 * 1000000L;
@@ -1002,10 +1007,14 @@ natshttp_status natshttp_server_drain(natshttp_server *s, int64_t timeout_ms)
         done = (!cmd || s->barrier_seen) && s->core->refs == 1;
         if (done || nh_now_ms() >= until)
             break;
+        if (natsConnection_Status(s->nc) != NATS_CONN_STATUS_CONNECTED) {
+            /* Nothing under way can reach its client now: do not wait for it. */
+            NH_LOG_W(COMP, "not connected to NATS: not waiting for the requests under way");
+            break;
+        }
         usleep(20 * 1000);
     }
-    if (!done)
-        NH_LOG_W(COMP, "%d request(s) still under way after the grace period; aborting them",
-                 s->core->refs - 1);
+    if (!done && s->core->refs > 1)
+        NH_LOG_W(COMP, "%d request(s) still under way; aborting them", s->core->refs - 1);
     return done ? NATSHTTP_OK : NATSHTTP_TIMEOUT;
 }

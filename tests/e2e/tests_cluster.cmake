@@ -1,3 +1,4 @@
 # Running it for real (issue 6): queue groups, NATS clusters and failover,
 # graceful stop, metrics, the NATS service API.
 natshttp_e2e(cluster_queue_group test_cluster_queue_group.py TIMEOUT 240)
+natshttp_e2e(cluster_failover test_cluster_failover.py TIMEOUT 240)
