@@ -2,3 +2,4 @@
 # graceful stop, metrics, the NATS service API.
 natshttp_e2e(cluster_queue_group test_cluster_queue_group.py TIMEOUT 240)
 natshttp_e2e(cluster_failover test_cluster_failover.py TIMEOUT 240)
+natshttp_e2e(cluster_drain test_cluster_drain.py TIMEOUT 300)
