@@ -43,6 +43,7 @@ typedef struct nh_core {
     _Atomic int refs;
     pthread_mutex_t mu;
     nh_table active;          /* id -> txn the library holds */
+    _Atomic int unfinished;   /* txns the application has not finished: what a drain waits for */
 } nh_core;
 
 struct natshttp_txn {
@@ -422,6 +423,7 @@ void natshttp_txn_finish(natshttp_txn *t, bool ok)
     }
     t->mode = R_DONE;
     pthread_mutex_unlock(&t->mu);
+    t->core->unfinished--;
     pthread_mutex_lock(&t->core->mu);
     t->resp_over = true;
     pthread_mutex_unlock(&t->core->mu);
@@ -606,6 +608,7 @@ static void on_request(natshttp_server *s, natsMsg *msg)
     t->is_head = strcmp(natshttp_head_method(t->req), "HEAD") == 0;
     t->metrics = s->metrics;
     t->t0_us = nh_now_us();
+    s->core->unfinished++;
     nh_metrics_begin(s->metrics);
     if (s->window > 0) {
         const char *ver = nh_msg_header(msg, NH_HDR_VERSION);
@@ -1003,8 +1006,9 @@ natshttp_status natshttp_server_drain(natshttp_server *s, int64_t timeout_ms)
         }
     }
     for (;;) {
-        /* the server's own reference is the one left when no txn lives */
-        done = (!cmd || s->barrier_seen) && s->core->refs == 1;
+        /* A txn whose response is over may still wait for the rest of a
+         * request body nobody reads (an upload refused early): not waited for. */
+        done = (!cmd || s->barrier_seen) && s->core->unfinished == 0;
         if (done || nh_now_ms() >= until)
             break;
         if (natsConnection_Status(s->nc) != NATS_CONN_STATUS_CONNECTED) {
@@ -1014,7 +1018,7 @@ natshttp_status natshttp_server_drain(natshttp_server *s, int64_t timeout_ms)
         }
         usleep(20 * 1000);
     }
-    if (!done && s->core->refs > 1)
-        NH_LOG_W(COMP, "%d request(s) still under way; aborting them", s->core->refs - 1);
+    if (!done && s->core->unfinished > 0)
+        NH_LOG_W(COMP, "%d request(s) still under way; aborting them", (int)s->core->unfinished);
     return done ? NATSHTTP_OK : NATSHTTP_TIMEOUT;
 }
