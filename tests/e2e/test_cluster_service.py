@@ -96,6 +96,23 @@ class ServiceApiTest(harness.E2ETestCase):
         self.assertEqual(total, 13, (served, docs))
 
 
+class ServiceOptionsTest(harness.E2ETestCase):
+    timeout = 60
+
+    def test_name_and_off(self):
+        nats = harness.Nats()
+        rc, _, err = harness.nats_http("serve", "--subject", "x", "--dir", ".", "--server",
+                                       nats.url, "--service-name", "bad name", timeout=20)
+        self.assertEqual(rc, 2)
+        self.assertIn("--service-name wants letters, digits, '-' and '_' only", err)
+        harness.serve(nats, "x", cc.instance_dir("s1"), "--service-name", "cache-1", name="s1")
+        harness.serve(nats, "y", cc.instance_dir("s2"), "--service-name", "", name="s2")
+        nats.wait_subs("$SRV.PING", 1)
+        docs = [json.loads(m.data) for m in peers.natsraw_request(nats, "$SRV.PING", ms=1000)]
+        self.assertEqual([d["name"] for d in docs], ["cache-1"])
+        self.assertEqual(nats.subs_matching("$SRV.PING"), 1)
+
+
 class ServiceErrorTest(harness.E2ETestCase):
     """A micro-style error reply from a plain NATS service, at the gateway."""
     timeout = 60
