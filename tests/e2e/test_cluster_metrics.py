@@ -54,6 +54,11 @@ class MetricsTest(harness.E2ETestCase):
 
         for name, port in (("gateway", gport), ("serve", sport)):
             with self.subTest(name):
+                # A request is counted once its exchange is over, which may be
+                # a moment after the client has read the whole response.
+                harness.wait_until(lambda port=port: cc.scrape(port)
+                                   ["natshttp_request_duration_seconds_count"] >= 11, 10, 0.02,
+                                   f"{name} counted 11 requests")
                 m = cc.scrape(port)
                 codes = {k: v for k, v in m.items() if k.startswith("natshttp_requests_total{")}
                 self.assertEqual(codes, {'natshttp_requests_total{code="200"}': 7,
