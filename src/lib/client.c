@@ -87,7 +87,7 @@ struct natshttp_client {
     pthread_cond_t done_cv;
     bool sub_done;
     natsStatistics *stats;   /* dispatch thread: reconnects, to notice a lost connection */
-    _Atomic uint64_t epoch;  /* reconnects seen so far */
+    uint64_t epoch;          /* reconnects seen so far; dispatch thread */
 };
 
 /* ---- sending side ----------------------------------------------------------- */

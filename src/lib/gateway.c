@@ -82,7 +82,7 @@ struct gw_req {
 
     qchunk *qhead, *qtail;
     size_t qoff, queued;
-    uint64_t bytes_out, bytes_in;
+    uint64_t bytes_out;
     int64_t t0_us;
     bool counted;              /* in g->metrics' in-flight gauge */
 };
@@ -599,7 +599,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             size_t taken = 0;
             natshttp_status st = natshttp_call_write(r->call, upload_data, *upload_data_size, &taken);
             *upload_data_size -= taken;
-            r->bytes_in += taken;
             nh_metrics_bytes(r->g->metrics, taken, 0);
             if (st == NATSHTTP_AGAIN) {
                 if (r->writable) {

@@ -54,6 +54,22 @@ class DrainTest(harness.E2ETestCase):
         self.assertEqual(s1.wait(30), 0)
         self.assertRegex(s1.log_text(), r"serve: drained")
 
+    def test_serve_upstream_sigterm_finishes_download(self):
+        up = harness.HttpUpstream(self.dir1)
+        s1 = harness.serve_upstream(self.nats, cc.SUBJECT, up.base, name="s1")
+        gw = harness.gateway(self.nats, cc.SUBJECT)
+        dl = self.download(gw)
+        s1.signal(signal.SIGTERM)
+        s1.wait_for(r"stopping: no new requests")
+        harness.wait_until(lambda: self.nats.subs_matching(cc.SUBJECT + ".probe") == 0, 10, 0.05,
+                           "the request subscription drained")
+        status, _, _ = cc.get(gw.port, "/who.txt")
+        self.assertEqual(status, 503)   # no responders: nobody takes new requests
+        self.assertTrue(s1.alive(), "serve exited before its download finished")
+        self.assert_whole(dl)
+        self.assertEqual(s1.wait(30), 0)
+        self.assertRegex(s1.log_text(), r"serve: drained")
+
     def test_gateway_sigterm_finishes_download(self):
         harness.serve(self.nats, cc.SUBJECT, self.dir1, name="s1")
         gw = harness.gateway(self.nats, cc.SUBJECT)
