@@ -5,6 +5,7 @@ gateway stop taking new work, let what is under way finish for up to
     curl --limit-rate -> gateway -> nats-server -> serve (256 MiB sparse file)
 """
 
+import http.client
 import signal
 import time
 
@@ -74,8 +75,16 @@ class DrainTest(harness.E2ETestCase):
         harness.serve(self.nats, cc.SUBJECT, self.dir1, name="s1")
         gw = harness.gateway(self.nats, cc.SUBJECT)
         dl = self.download(gw)
+        keep = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        self.assertEqual(cc.get(gw.port, "/who.txt", conn=keep)[0], 200)   # kept alive
         gw.signal(signal.SIGINT)
         gw.wait_for(r"stopping: no new connections")
+        # A new request on a connection already open: 503, and the connection closes.
+        status, headers, body = cc.get(gw.port, "/who.txt", conn=keep)
+        self.assertEqual(status, 503)
+        self.assertEqual(headers.get("connection"), "close")
+        self.assertEqual(body, b"natshttp gateway: the gateway is stopping\n")
+        keep.close()
         # The listening socket is closed: a new connection is refused.
         rc, _, err = harness.curl("-sS", "-o", "/dev/null", gw.base + "/who.txt", max_time=10)
         self.assertEqual(rc, 7, f"curl to a draining gateway: {rc} {err}")
