@@ -234,6 +234,7 @@ void natshttp_chunk_free(natshttp_chunk *c);
 
 typedef struct natshttp_client natshttp_client;
 typedef struct natshttp_call natshttp_call;
+typedef struct natshttp_metrics natshttp_metrics;   /* see "Metrics" below */
 
 typedef struct natshttp_client_options {
     const char *subject;       /* the server's subject prefix, e.g. "demo" (required) */
@@ -351,6 +352,8 @@ typedef struct natshttp_server_options {
     bool allow_dot_segments;  /* accept paths with "." or ".." segments (else 400) */
     const char *instance;     /* this instance's name, sent to v2 clients in the
                                  response head and logged; NULL = none; at most 63 bytes */
+    natshttp_metrics *metrics;  /* counts every request here, or NULL; must outlive the
+                                   server and every txn it handed out */
 } natshttp_server_options;
 
 natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
@@ -359,6 +362,14 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
 /* Stops taking requests and frees the server. Transactions the application
  * still holds stay valid until it releases them. Not from a callback. */
 void natshttp_server_free(natshttp_server *s);
+/* Graceful stop, first half: drains the request subscription (messages
+ * already delivered are still taken; nothing new arrives, so other members
+ * of the queue group get the new requests), keeps the private subject for
+ * the bodies, credits and cancels of requests under way, and waits until
+ * every transaction has been released or timeout_ms passed. Returns OK when
+ * all finished, TIMEOUT otherwise; natshttp_server_free then aborts what is
+ * left. Not from a callback. */
+natshttp_status natshttp_server_drain(natshttp_server *s, int64_t timeout_ms);
 
 /* The request path, percent-decoded once, NUL-terminated (it has no NUL). */
 const char *natshttp_txn_path(const natshttp_txn *t, size_t *len);
@@ -411,6 +422,8 @@ typedef struct natshttp_files_options {
 
 natshttp_status natshttp_files_new(natshttp_files **out, natsConnection *nc,
                                    const natshttp_files_options *opts);
+/* natshttp_server_drain for the file server: in-flight downloads go on. */
+natshttp_status natshttp_files_drain(natshttp_files *f, int64_t timeout_ms);
 void natshttp_files_free(natshttp_files *f);
 
 /* ------------------------------------------------------------------------ */
@@ -447,6 +460,8 @@ typedef struct natshttp_upstream_options {
  * nc open for the upstream's life. */
 natshttp_status natshttp_upstream_new(natshttp_upstream **out, natsConnection *nc,
                                       const natshttp_upstream_options *opts);
+/* natshttp_server_drain for the upstream forwarder. */
+natshttp_status natshttp_upstream_drain(natshttp_upstream *u, int64_t timeout_ms);
 /* Stops taking requests, aborts the transfers in flight (their HTTP clients
  * see 502 or a cut-off body), joins the thread and frees. Not from a callback. */
 void natshttp_upstream_free(natshttp_upstream *u);
@@ -475,6 +490,7 @@ typedef struct natshttp_gateway_options {
     const char *https_cert;    /* PEM text of the certificate (chain): HTTPS instead of
                                   HTTP; NULL = plain HTTP. Copied. */
     const char *https_key;     /* PEM text of its private key (with https_cert) */
+    natshttp_metrics *metrics; /* counts every HTTP request, or NULL; must outlive the gateway */
 } natshttp_gateway_options;
 
 natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
@@ -485,7 +501,59 @@ void natshttp_gateway_async_error(natshttp_gateway *g, natsStatus err, const cha
 bool natshttp_gateway_https_supported(void);
 /* The port the gateway listens on (useful with listen_port 0). */
 uint16_t natshttp_gateway_port(const natshttp_gateway *g);
+/* Graceful stop, first half: closes the listening socket (new connections
+ * are refused), answers new requests on open connections with 503 and
+ * "Connection: close", and waits until every request under way has ended or
+ * timeout_ms passed. OK when all ended, TIMEOUT otherwise. Then
+ * natshttp_gateway_free. Not from a callback. */
+natshttp_status natshttp_gateway_drain(natshttp_gateway *g, int64_t timeout_ms);
 void natshttp_gateway_free(natshttp_gateway *g);
+
+/* ------------------------------------------------------------------------ */
+/* Metrics (Prometheus text format)                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Counters of one process's requests: by HTTP status, body bytes in and
+ * out, in flight, durations (a histogram), aborted transfers, and the NATS
+ * connection's reconnects. A gateway or server given one in its options
+ * counts into it (any thread, lock-free); natshttp_metrics_listen serves
+ * them on GET /metrics from a small libmicrohttpd daemon of their own (one
+ * thread). Metric names are listed in docs/operations.md. */
+natshttp_status natshttp_metrics_new(natshttp_metrics **out, natsConnection *nc);
+/* Starts the HTTP endpoint on addr (IPv4/IPv6 literal) and port (0 = any free). */
+natshttp_status natshttp_metrics_listen(natshttp_metrics *m, const char *addr, uint16_t port);
+/* The port natshttp_metrics_listen bound, 0 before. */
+uint16_t natshttp_metrics_port(const natshttp_metrics *m);
+/* The Prometheus text document as GET /metrics serves it; free() it. NULL
+ * when out of memory. Any thread. */
+char *natshttp_metrics_render(natshttp_metrics *m);
+void natshttp_metrics_free(natshttp_metrics *m);
+
+/* ------------------------------------------------------------------------ */
+/* NATS service API (discovery)                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Answers $SRV.PING, $SRV.INFO and $SRV.STATS (also $SRV.<VERB>.<name> and
+ * $SRV.<VERB>.<name>.<id>) as the NATS micro service API defines them
+ * (io.nats.micro.v1.*_response), so that `nats micro ls` and the like list
+ * the server. One subscription ($SRV.>), so one nats.c delivery thread. */
+typedef struct natshttp_service natshttp_service;
+
+typedef struct natshttp_service_options {
+    const char *name;          /* [A-Za-z0-9_-]+ (required) */
+    const char *version;       /* semantic version; NULL = NATSHTTP_VERSION */
+    const char *description;   /* NULL = none */
+    const char *subject;       /* the endpoint's subject, e.g. "demo.>" (required) */
+    const char *queue_group;   /* NULL = none */
+    const char *const *metadata;  /* key, value, key, value, ..., NULL; may be NULL */
+    natshttp_metrics *metrics; /* the source of STATS counters; may be NULL */
+} natshttp_service_options;
+
+natshttp_status natshttp_service_new(natshttp_service **out, natsConnection *nc,
+                                     const natshttp_service_options *opts);
+/* This instance's id (as in the responses). */
+const char *natshttp_service_id(const natshttp_service *s);
+void natshttp_service_free(natshttp_service *s);
 
 #ifdef __cplusplus
 }

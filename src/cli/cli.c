@@ -433,6 +433,14 @@ natsConnection *cli_connect(const char *cmd, const cli_common *c)
         s = natsOptions_SetMaxReconnect(opts, -1);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectWait(opts, 250);
+    /* Up to 100 ms of jitter so that a cluster's clients do not all come back at once. */
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectJitter(opts, 100, 100);
+    /* A server that vanishes without closing the socket is noticed within ~20 s. */
+    if (s == NATS_OK)
+        s = natsOptions_SetPingInterval(opts, 10000);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxPingsOut(opts, 2);
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(opts, on_disconnected, (void *)cmd);
     if (s == NATS_OK)
@@ -469,7 +477,8 @@ void cli_disconnect(natsConnection *nc)
 {
     if (!nc)
         return;
-    natsConnection_FlushTimeout(nc, 1000);
+    if (natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED)
+        natsConnection_FlushTimeout(nc, 1000);
     closing = true;
     natsConnection_Close(nc);
     natsConnection_Destroy(nc);
@@ -506,6 +515,56 @@ int cli_check_common(const char *cmd, cli_common *c)
 static void on_hup(int sig)
 {
     cli_hup = 1;   /* the reopen happens in cli_wait_for_signal, not here */
+}
+
+int cli_split_addr(char *s, const char **addr, unsigned *port)
+{
+    char *colon = strrchr(s, ':');
+    if (!colon)
+        return -1;
+    *colon = 0;
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (*end || colon[1] == 0 || p > 65535)
+        return -1;
+    if (s[0] == '[') {
+        size_t n = strlen(s);
+        if (n < 2 || s[n - 1] != ']')
+            return -1;
+        s[n - 1] = 0;
+        s++;
+    }
+    *addr = s;
+    *port = (unsigned)p;
+    return 0;
+}
+
+int cli_metrics_start(const char *cmd, const char *spec, natsConnection *nc, natshttp_metrics **out)
+{
+    natshttp_metrics *m = NULL;
+    natshttp_status st = natshttp_metrics_new(&m, nc);
+    if (st == NATSHTTP_OK && spec) {
+        char *copy = strdup(spec);
+        const char *addr = NULL;
+        unsigned port = 0;
+        if (!copy || cli_split_addr(copy, &addr, &port) != 0) {
+            natshttp_log(NATSHTTP_LOG_ERROR, cmd, "--metrics wants ADDR:PORT, not '%s'", spec);
+            st = NATSHTTP_INVALID;
+        } else {
+            st = natshttp_metrics_listen(m, addr, (uint16_t)port);
+            bool v6 = strchr(addr, ':') != NULL;
+            if (st == NATSHTTP_OK)
+                natshttp_log(NATSHTTP_LOG_INFO, cmd, "metrics on http://%s%s%s:%u/metrics",
+                             v6 ? "[" : "", addr, v6 ? "]" : "", natshttp_metrics_port(m));
+        }
+        free(copy);
+    }
+    if (st != NATSHTTP_OK) {
+        natshttp_metrics_free(m);
+        return 1;
+    }
+    *out = m;
+    return 0;
 }
 
 static void on_signal(int sig)

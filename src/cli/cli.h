@@ -99,8 +99,16 @@ void cli_disconnect(natsConnection *nc);
 typedef void (*cli_error_sink)(void *arg, natsStatus err, const char *text);
 void cli_set_async_error_sink(cli_error_sink fn, void *arg);
 
-/* SIGINT/SIGTERM set the flag; cli_wait_for_signal sleeps until then.
- * SIGHUP sets cli_hup; cli_wait_for_signal then reopens --log-file. */
+/* Splits "ADDR:PORT" or "[V6]:PORT" in place; -1 when malformed. */
+int cli_split_addr(char *s, const char **addr, unsigned *port);
+
+/* --metrics ADDR:PORT: counters for nc, served on ADDR:PORT when spec is
+ * non-NULL (the bound address is logged). Returns 0, or 1 after logging why not. */
+int cli_metrics_start(const char *cmd, const char *spec, natsConnection *nc, natshttp_metrics **out);
+
+/* SIGINT/SIGTERM set the flag; cli_wait_for_signal sleeps until then. A
+ * second signal exits at once (status 128 + signal). SIGHUP sets cli_hup;
+ * cli_wait_for_signal then reopens --log-file. */
 void cli_install_signals(void);
 void cli_wait_for_signal(void);
 extern volatile sig_atomic_t cli_stop;

@@ -7,8 +7,8 @@
 
 typedef struct gateway_cfg {
     cli_common common;
-    const char *listen, *subject, *https_cert, *https_key;
-    long long timeout, threads, max_buffer, http_idle_timeout, max_connections;
+    const char *listen, *subject, *https_cert, *https_key, *metrics;
+    long long timeout, threads, max_buffer, http_idle_timeout, max_connections, grace;
     long long max_body, max_inflight, max_connections_per_ip;
 } gateway_cfg;
 
@@ -25,32 +25,11 @@ static const cli_opt gateway_opts[] = {
     {"max-inflight", 0, OPT_INT, "N", "requests forwarded at once (more get 503 with Retry-After); 0 = no limit beyond --max-connections", offsetof(gateway_cfg, max_inflight), "0"},
     {"https-cert", 0, OPT_STR, "FILE", "serve HTTPS with this certificate (PEM, the chain after it), with --https-key", offsetof(gateway_cfg, https_cert), NULL},
     {"https-key", 0, OPT_STR, "FILE", "the HTTPS certificate's private key (PEM, unencrypted)", offsetof(gateway_cfg, https_key), NULL},
+    {"grace", 0, OPT_INT, "SECONDS", "on SIGTERM/SIGINT stop accepting, let requests under way finish this long, then exit (a second signal exits at once)", offsetof(gateway_cfg, grace), "10"},
+    {"metrics", 0, OPT_STR, "ADDR:PORT", "serve Prometheus metrics on http://ADDR:PORT/metrics (port 0 picks a free one)", offsetof(gateway_cfg, metrics), NULL},
     CLI_COMMON_OPTS(gateway_cfg),
 };
 #define NOPTS (sizeof gateway_opts / sizeof gateway_opts[0])
-
-/* Splits "ADDR:PORT" or "[V6]:PORT" in place. */
-static int split_listen(char *s, const char **addr, unsigned *port)
-{
-    char *colon = strrchr(s, ':');
-    if (!colon)
-        return -1;
-    *colon = 0;
-    char *end;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (*end || colon[1] == 0 || p > 65535)
-        return -1;
-    if (s[0] == '[') {
-        size_t n = strlen(s);
-        if (n < 2 || s[n - 1] != ']')
-            return -1;
-        s[n - 1] = 0;
-        s++;
-    }
-    *addr = s;
-    *port = (unsigned)p;
-    return 0;
-}
 
 static void to_gateway(void *gw, natsStatus err, const char *text)
 {
@@ -98,7 +77,7 @@ int cmd_gateway(int argc, char **argv)
     }
     if (rc == 0) {
         listen = strdup(cfg.listen);
-        if (!listen || split_listen(listen, &addr, &port) != 0)
+        if (!listen || cli_split_addr(listen, &addr, &port) != 0)
             rc = cli_usage_error("gateway", "--listen wants ADDR:PORT, not '%s'", cfg.listen);
     }
     if (rc != 0)
@@ -111,6 +90,12 @@ int cmd_gateway(int argc, char **argv)
         goto out;
     }
     natshttp_gateway *gw = NULL;
+    natshttp_metrics *metrics = NULL;
+    if (cli_metrics_start("gateway", cfg.metrics, nc, &metrics) != 0) {
+        cli_disconnect(nc);
+        rc = 1;
+        goto out;
+    }
     natshttp_gateway_options go = {
         .client = {.subject = cfg.subject,
                    .timeout_ms = cfg.timeout * 1000,
@@ -131,6 +116,7 @@ int cmd_gateway(int argc, char **argv)
         .max_inflight = (unsigned)cfg.max_inflight,
         .https_cert = cert,
         .https_key = key,
+        .metrics = metrics,
     };
     natshttp_status st = natshttp_gateway_new(&gw, nc, &go);
     if (key)
@@ -145,11 +131,15 @@ int cmd_gateway(int argc, char **argv)
                      cert ? "s" : "", v6 ? "[" : "", addr, v6 ? "]" : "", natshttp_gateway_port(gw),
                      cfg.subject);
         cli_wait_for_signal();
-        natshttp_log(NATSHTTP_LOG_INFO, "gateway", "stopping");
+        natshttp_log(NATSHTTP_LOG_INFO, "gateway", "stopping: no new connections, %lld s for requests under way",
+                     cfg.grace);
+        if (natshttp_gateway_drain(gw, cfg.grace * 1000) == NATSHTTP_OK)
+            natshttp_log(NATSHTTP_LOG_INFO, "gateway", "drained");
         cli_set_async_error_sink(NULL, NULL);
         natshttp_gateway_free(gw);
     }
     cli_disconnect(nc);
+    natshttp_metrics_free(metrics);
 out:
     if (key)
         memset(key, 0, strlen(key));

@@ -1,6 +1,7 @@
 /* serve.c - nats-http serve: a directory, or an upstream HTTP server, behind a NATS subject. */
 #include "cli.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -8,8 +9,9 @@
 typedef struct serve_cfg {
     cli_common common;
     const char *subject, *group, *dir, *upstream, *upstream_host, *name, *writable;
+    const char *metrics, *service_name;
     int list;
-    long long workers, upstream_timeout, upstream_max_conns;
+    long long workers, upstream_timeout, upstream_max_conns, grace;
 } serve_cfg;
 
 static const cli_opt serve_opts[] = {
@@ -24,6 +26,9 @@ static const cli_opt serve_opts[] = {
     {"upstream-host", 0, OPT_STR, "HOST", "Host header the upstream sees (default: the client's)", offsetof(serve_cfg, upstream_host), NULL},
     {"upstream-timeout", 0, OPT_INT, "SECONDS", "no response head from the upstream in this long: 504 (also the longest a body may stall)", offsetof(serve_cfg, upstream_timeout), "30"},
     {"upstream-max-conns", 0, OPT_INT, "N", "connections to the upstream, kept alive and reused", offsetof(serve_cfg, upstream_max_conns), "16"},
+    {"grace", 0, OPT_INT, "SECONDS", "on SIGTERM/SIGINT stop taking requests, let those under way finish this long, then exit (a second signal exits at once)", offsetof(serve_cfg, grace), "10"},
+    {"metrics", 0, OPT_STR, "ADDR:PORT", "serve Prometheus metrics on http://ADDR:PORT/metrics (port 0 picks a free one)", offsetof(serve_cfg, metrics), NULL},
+    {"service-name", 0, OPT_STR, "NAME", "name in the NATS service API ($SRV.PING/INFO/STATS); empty: do not answer it", offsetof(serve_cfg, service_name), "natshttp"},
     CLI_COMMON_OPTS(serve_cfg),
 };
 #define NOPTS (sizeof serve_opts / sizeof serve_opts[0])
@@ -63,6 +68,10 @@ int cmd_serve(int argc, char **argv)
         rc = cli_usage_error("serve", "--upstream-timeout must be at least 1");
     if (rc == 0 && cfg.upstream && (cfg.upstream_max_conns == 0 || cfg.upstream_max_conns > 65536))
         rc = cli_usage_error("serve", "--upstream-max-conns wants 1 to 65536");
+    if (rc == 0 && cfg.service_name && *cfg.service_name &&
+        strspn(cfg.service_name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") !=
+            strlen(cfg.service_name))
+        rc = cli_usage_error("serve", "--service-name wants letters, digits, '-' and '_' only");
     if (rc != 0)
         goto out;
 
@@ -81,7 +90,15 @@ int cmd_serve(int argc, char **argv)
         host[sizeof host - 1] = 0;
         snprintf(name, sizeof name, "%s:%ld", host, (long)getpid());
     }
-    natshttp_server_options so = {.subject = cfg.subject,
+    natshttp_metrics *metrics = NULL;
+    natshttp_service *svc = NULL;
+    if (cli_metrics_start("serve", cfg.metrics, nc, &metrics) != 0) {
+        cli_disconnect(nc);
+        rc = 1;
+        goto out;
+    }
+    natshttp_server_options so = {.metrics = metrics,
+                                  .subject = cfg.subject,
                                   .instance = name,
                                   .group = cfg.group,
                                   .protocol = (int)cfg.common.protocol,
@@ -113,6 +130,21 @@ int cmd_serve(int argc, char **argv)
         st = natshttp_files_new(&files, nc, &fo);
     }
     const char *what = cfg.upstream ? cfg.upstream : cfg.dir;
+    char endpoint[1024];
+    snprintf(endpoint, sizeof endpoint, "%s.>", cfg.subject);
+    const char *meta[] = {"mode", cfg.upstream ? "upstream" : "dir", "subject", cfg.subject, NULL};
+    if (st == NATSHTTP_OK && cfg.service_name && *cfg.service_name) {
+        natshttp_service_options sv = {.name = cfg.service_name,
+                                       .description = "HTTP over NATS (nats-http serve)",
+                                       .subject = endpoint,
+                                       .queue_group = cfg.group,
+                                       .metadata = meta,
+                                       .metrics = metrics};
+        st = natshttp_service_new(&svc, nc, &sv);
+        if (st == NATSHTTP_OK)
+            natshttp_log(NATSHTTP_LOG_INFO, "serve", "service %s id %s on $SRV", cfg.service_name,
+                         natshttp_service_id(svc));
+    }
     if (st != NATSHTTP_OK) {
         natshttp_log(NATSHTTP_LOG_ERROR, "serve", "cannot serve %s: %s", what,
                      natshttp_status_text(st));
@@ -122,11 +154,18 @@ int cmd_serve(int argc, char **argv)
                      cfg.subject, cfg.group ? cfg.group : "-", cfg.upstream ? "upstream" : "dir",
                      what, name, cfg.writable ? " writable=" : "", cfg.writable ? cfg.writable : "");
         cli_wait_for_signal();
-        natshttp_log(NATSHTTP_LOG_INFO, "serve", "stopping");
-        natshttp_upstream_free(up);
-        natshttp_files_free(files);
+        natshttp_log(NATSHTTP_LOG_INFO, "serve", "stopping: no new requests, %lld s for those under way",
+                     cfg.grace);
+        natshttp_status ds = up ? natshttp_upstream_drain(up, cfg.grace * 1000)
+                                : natshttp_files_drain(files, cfg.grace * 1000);
+        if (ds == NATSHTTP_OK)
+            natshttp_log(NATSHTTP_LOG_INFO, "serve", "drained");
     }
+    natshttp_service_free(svc);
+    natshttp_upstream_free(up);
+    natshttp_files_free(files);
     cli_disconnect(nc);
+    natshttp_metrics_free(metrics);
 out:
     free(rest.items);
     return rc;

@@ -75,6 +75,7 @@ struct natshttp_call {
     char *subject;           /* the request's subject, set before it is published */
     bool first_sent;         /* the first message is out (under mu) */
     char instance[64];       /* Natshttp-Instance of the response head, or "" */
+    uint64_t epoch;          /* the connection's reconnect count when the call started */
 };
 
 struct natshttp_client {
@@ -95,6 +96,8 @@ struct natshttp_client {
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     bool sub_done;
+    natsStatistics *stats;   /* dispatch thread: reconnects, to notice a lost connection */
+    uint64_t epoch;          /* reconnects seen so far; dispatch thread */
 };
 
 /* ---- sending side ----------------------------------------------------------- */
@@ -539,6 +542,58 @@ static void on_body_msg(natshttp_call *call, natsMsg *msg)
     deliver(call, msg);
 }
 
+/* A plain NATS service (the micro service API) answered with an error:
+ * Nats-Service-Error-Code becomes the status (a code that is no HTTP status
+ * becomes 502), Nats-Service-Error the text/plain body. */
+static void on_service_error(natshttp_call *call, natsMsg *msg)
+{
+    const char *code = nh_msg_header(msg, "Nats-Service-Error-Code");
+    const char *text = nh_msg_header(msg, "Nats-Service-Error");
+    int status = 502;
+    if (code && strlen(code) == 3 && code[0] >= '1' && code[0] <= '5' && code[1] >= '0' &&
+        code[1] <= '9' && code[2] >= '0' && code[2] <= '9')
+        status = atoi(code);
+    char body[1024];
+    int n = snprintf(body, sizeof body, "%s\n", text && *text ? text : "service error");
+    if (n < 0 || (size_t)n >= sizeof body) {
+        n = (int)sizeof body - 1;
+        body[n - 1] = '\n';
+    }
+    char num[24];
+    snprintf(num, sizeof num, "%d", n);
+    natsMsg *data = NULL;
+    natshttp_status st = natshttp_head_new(&call->resp, call->c->max_head);
+    if (st == NATSHTTP_OK)
+        st = natshttp_head_set_status(call->resp, status, NULL);
+    if (st == NATSHTTP_OK)
+        st = natshttp_head_add(call->resp, "Content-Type", "text/plain; charset=utf-8");
+    if (st == NATSHTTP_OK)
+        st = natshttp_head_add(call->resp, "Content-Length", num);
+    if (st == NATSHTTP_OK && natsMsg_Create(&data, natsMsg_GetSubject(msg), NULL, body, n) != NATS_OK)
+        st = NATSHTTP_NOMEM;
+    NH_LOG_I(COMP, "call %" PRIu64 ": service error %s: %s", call->id, code ? code : "?",
+             text ? text : "");
+    natsMsg_Destroy(msg);
+    if (st != NATSHTTP_OK) {
+        natsMsg_Destroy(data);
+        finish(call, st);
+        return;
+    }
+    call->resp_cl = n;
+    call->deadline = 0;
+    call->resp_no_body = call->is_head;
+    if (call->cb.on_head)
+        call->cb.on_head(call->ctx, call, call->resp);
+    natshttp_chunk *ch = call->resp_no_body || !call->cb.on_body ? NULL : nh_chunk_from_msg(data, NULL);
+    if (ch) {
+        call->received += n;
+        call->cb.on_body(call->ctx, call, ch);
+    } else {
+        natsMsg_Destroy(data);
+    }
+    finish(call, NATSHTTP_OK);
+}
+
 static void on_msg_for_call(natshttp_call *call, natsMsg *msg)
 {
     const char *credit = nh_msg_header(msg, NH_HDR_CREDIT);
@@ -562,6 +617,10 @@ static void on_msg_for_call(natshttp_call *call, natsMsg *msg)
         return;
     }
     bool has_head = nh_msg_header(msg, NH_HDR_STATUS_CODE) != NULL;
+    if (!has_head && nh_msg_header(msg, "Nats-Service-Error-Code")) {
+        on_service_error(call, msg);
+        return;
+    }
     const char *reply = natsMsg_GetReply(msg);
     if (!has_head && reply && *reply && natsMsg_GetDataLength(msg) == 0) {
         on_handshake(call, msg);
@@ -604,6 +663,46 @@ static void check_timeouts(natshttp_client *c, int64_t now)
         NH_LOG_I(COMP, "call %" PRIu64 ": %s", expired[i]->id,
                  why[i] == NATSHTTP_TIMEOUT ? "no response in time" : "response body stalled");
         finish(expired[i], why[i]);
+    }
+}
+
+static uint64_t reconnect_count(natsConnection *nc)
+{
+    uint64_t im, ib, om, ob, rc = 0;
+    natsStatistics *st = NULL;
+    if (natsStatistics_Create(&st) == NATS_OK && natsConnection_GetStats(nc, st) == NATS_OK)
+        natsStatistics_GetCounts(st, &im, &ib, &om, &ob, &rc);
+    natsStatistics_Destroy(st);
+    return rc;
+}
+
+/* A call whose connection went away (down now, or re-established since the
+ * call started) has lost messages in between: it ends with NATS, which the
+ * gateway turns into 503 or a cut-off body, never a body with a hole. */
+static void check_connection(natshttp_client *c)
+{
+    uint64_t reconnects = c->epoch;
+    if (c->stats && natsConnection_GetStats(c->nc, c->stats) == NATS_OK) {
+        uint64_t im, ib, om, ob;
+        natsStatistics_GetCounts(c->stats, &im, &ib, &om, &ob, &reconnects);
+    }
+    bool down = natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED;
+    if (!down && reconnects == c->epoch)
+        return;
+    c->epoch = reconnects;
+    for (;;) {
+        natshttp_call *lost = NULL;
+        pthread_mutex_lock(&c->mu);
+        for (size_t i = 0; i < c->calls.cap && !lost; i++) {
+            natshttp_call *call = c->calls.ids[i] ? c->calls.slots[i] : NULL;
+            if (call && (down || call->epoch < reconnects))
+                lost = call;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (!lost)
+            break;
+        NH_LOG_I(COMP, "call %" PRIu64 ": the NATS connection was lost", lost->id);
+        finish(lost, NATSHTTP_NATS);
     }
 }
 
@@ -715,6 +814,7 @@ static void *dispatch_main(void *arg)
         int64_t now = nh_now_ms();
         if (now - last_scan >= TICK_MS) {
             last_scan = now;
+            check_connection(c);
             check_timeouts(c, now);
         }
     }
@@ -763,6 +863,13 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
     c->max_head = opts->max_head ? opts->max_head : NATSHTTP_DEFAULT_MAX_HEAD;
     c->next_id = 1;
     nh_hooks_load(&c->hooks);
+    if (natsStatistics_Create(&c->stats) != NATS_OK)
+        c->stats = NULL;
+    if (c->stats && natsConnection_GetStats(nc, c->stats) == NATS_OK) {
+        uint64_t im, ib, om, ob, rc = 0;
+        natsStatistics_GetCounts(c->stats, &im, &ib, &om, &ob, &rc);
+        c->epoch = rc;
+    }
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->done_mu, NULL);
     pthread_cond_init(&c->done_cv, NULL);
@@ -841,6 +948,7 @@ void natshttp_client_free(natshttp_client *c)
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->done_mu);
     pthread_cond_destroy(&c->done_cv);
+    natsStatistics_Destroy(c->stats);
     free(c->prefix);
     free(c);
 }
@@ -854,6 +962,10 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
     const char *method = natshttp_head_method(req);
     if (!natshttp_method_valid(method))
         return NATSHTTP_BAD_METHOD;
+    /* While nats.c reconnects it would buffer the request and the call would
+     * wait for its timeout: say at once that NATS is not there. */
+    if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED)
+        return NATSHTTP_NATS;
 
     natshttp_call *call = calloc(1, sizeof *call);
     if (!call)
@@ -877,6 +989,7 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
     pthread_mutex_lock(&c->mu);
     call->id = c->next_id++;
     pthread_mutex_unlock(&c->mu);
+    call->epoch = reconnect_count(c->nc);
     snprintf(call->reply, sizeof call->reply, "%s.%" PRIu64, c->inbox, call->id);
     /* With a body, its framing depends on the size of the head: measure it
      * (the head must fit with room for body bytes). Without one, the first

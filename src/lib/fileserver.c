@@ -612,3 +612,8 @@ void natshttp_files_free(natshttp_files *f)
     nh_files_free(f->fs);
     free(f);
 }
+
+natshttp_status natshttp_files_drain(natshttp_files *f, int64_t timeout_ms)
+{
+    return f ? natshttp_server_drain(f->srv, timeout_ms) : NATSHTTP_INVALID;
+}

@@ -23,6 +23,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define COMP "gateway"
 #define GW_MAX_FIELDS 100   /* header fields in one request */
@@ -50,6 +51,10 @@ struct natshttp_gateway {
     pthread_mutex_t wmu;
     pthread_cond_t wcv;
     gw_req *watched;
+
+    natshttp_metrics *metrics;
+    _Atomic int live;          /* gw_reqs not yet freed: what a drain waits for */
+    _Atomic bool draining;     /* new requests get 503 and Connection: close */
 };
 
 typedef struct qchunk {
@@ -83,13 +88,15 @@ struct gw_req {
 
     qchunk *qhead, *qtail;
     size_t qoff, queued;
-    bool counted;              /* holds one of g->max_inflight */
+    bool inflight_held;        /* holds one of g->max_inflight */
     bool discarding;           /* reading a refused body to drop it */
     size_t discarded;
     uint64_t bytes_out, bytes_in;   /* response bytes sent; request body bytes taken */
     char *subject;             /* for the access log: the call's subject */
     char instance[64];         /* and the serving instance, when it said */
     char client[INET6_ADDRSTRLEN];
+    int64_t t0_us;
+    bool counted;              /* in g->metrics' in-flight gauge */
 };
 
 /* ---- shared helpers ------------------------------------------------------------ */
@@ -110,6 +117,7 @@ static void req_unref_locked(gw_req *r)
     free(r->target);
     free(r->subject);
     pthread_mutex_destroy(&r->mu);
+    r->g->live--;
     free(r);
 }
 
@@ -279,6 +287,8 @@ static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max)
     }
     r->queued -= (size_t)n;
     r->bytes_out += (uint64_t)n;
+    if (n > 0)
+        nh_metrics_bytes(r->g->metrics, 0, (uint64_t)n);
     if (n == 0) {
         if (r->ended) {
             n = r->end_status == NATSHTTP_OK ? MHD_CONTENT_READER_END_OF_STREAM
@@ -430,6 +440,15 @@ static enum MHD_Result begin(gw_req *r, const char *method)
     natshttp_gateway *g = r->g;
     snprintf(r->method, sizeof r->method, "%s", method);
     r->t0 = nh_now_ms();
+    r->t0_us = nh_now_us();
+    r->counted = g->metrics != NULL;
+    nh_metrics_begin(g->metrics);
+    if (g->draining) {
+        r->error_status = 503;
+        r->error_text = "the gateway is stopping";
+        r->error_close = true;
+        return MHD_YES;
+    }
     if (!natshttp_method_valid(method)) {
         r->error_status = 501;
         r->error_text = "method not supported";
@@ -501,7 +520,7 @@ static enum MHD_Result begin(gw_req *r, const char *method)
             atomic_fetch_sub(&g->inflight, 1);
             st = NATSHTTP_BUSY;
         } else {
-            r->counted = true;
+            r->inflight_held = true;
         }
     }
     if (st == NATSHTTP_OK) {
@@ -651,6 +670,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             } while (retry);
             *upload_data_size -= done;
             r->bytes_in += done;
+            nh_metrics_bytes(r->g->metrics, done, 0);
             if (st == NATSHTTP_AGAIN) {
                 r->suspended = true;
                 MHD_suspend_connection(conn);
@@ -707,6 +727,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         return NULL;
     }
     r->g = cls;
+    r->g->live++;
     r->refs = 1;
     r->fd = -1;
     pthread_mutex_init(&r->mu, NULL);
@@ -739,8 +760,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     r->ended = true;
     r->completed = true;
     r->suspended = false;   /* the connection is gone: nothing to resume */
-    if (r->counted) {
-        r->counted = false;
+    if (r->inflight_held) {
+        r->inflight_held = false;
         atomic_fetch_sub(&r->g->inflight, 1);
     }
     int status = r->error_status ? r->error_status : r->resp ? natshttp_head_status(r->resp) : 0;
@@ -753,6 +774,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                  r->bytes_out, nh_now_ms() - r->t0,
                  nh_logfmt(sj, sizeof sj, r->subject ? r->subject : "-"),
                  nh_logfmt(in, sizeof in, r->instance[0] ? r->instance : "-"), note);
+    }
+    if (r->counted) {
+        r->counted = false;
+        bool broke_off = r->head_ready && r->end_status != NATSHTTP_OK &&
+                         r->end_status != NATSHTTP_CANCELLED;
+        nh_metrics_end(r->g->metrics, status ? status : 499, nh_now_us() - r->t0_us, broke_off);
     }
     drop_queue(r);
     req_unref_locked(r);
@@ -781,6 +808,7 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
     g->max_buffer = opts->max_buffer ? opts->max_buffer : 64u * 1024 * 1024;
     g->max_body = opts->max_body > 0 ? opts->max_body : 0;
     g->max_inflight = opts->max_inflight;
+    g->metrics = opts->metrics;
     pthread_mutex_init(&g->wmu, NULL);
     pthread_cond_init(&g->wcv, NULL);
     g->max_head = opts->client.max_head ? opts->client.max_head : NATSHTTP_DEFAULT_MAX_HEAD;
@@ -793,8 +821,9 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     const char *addr = opts->listen_addr ? opts->listen_addr : "127.0.0.1";
+    /* MHD_USE_ITC: natshttp_gateway_drain quiesces the daemon. */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
     struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, addr, &in4->sin_addr) == 1) {
@@ -925,6 +954,27 @@ void natshttp_gateway_async_error(natshttp_gateway *g, natsStatus err, const cha
 bool natshttp_gateway_https_supported(void)
 {
     return MHD_is_feature_supported(MHD_FEATURE_TLS) == MHD_YES;
+}
+
+natshttp_status natshttp_gateway_drain(natshttp_gateway *g, int64_t timeout_ms)
+{
+    if (!g || !g->mhd)
+        return NATSHTTP_INVALID;
+    int64_t until = nh_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    if (!g->draining) {
+        g->draining = true;
+        MHD_socket lsock = MHD_quiesce_daemon(g->mhd);
+        if (lsock != MHD_INVALID_SOCKET)
+            close(lsock);   /* new connections are refused from here on */
+        else
+            NH_LOG_W(COMP, "could not stop listening; new connections get 503");
+    }
+    while (g->live > 0 && nh_now_ms() < until)
+        usleep(20 * 1000);
+    int left = g->live;
+    if (left > 0)
+        NH_LOG_W(COMP, "%d request(s) still under way after the grace period; aborting them", left);
+    return left > 0 ? NATSHTTP_TIMEOUT : NATSHTTP_OK;
 }
 
 void natshttp_gateway_free(natshttp_gateway *g)

@@ -49,6 +49,21 @@ bool nh_prefix_valid(const char *prefix);
 /* ---- time ---- */
 int64_t nh_now_ms(void);
 
+/* ---- metrics (metrics.c); every function accepts m == NULL and does nothing ---- */
+void nh_metrics_begin(natshttp_metrics *m);
+/* Body bytes received and sent, counted as they pass. */
+void nh_metrics_bytes(natshttp_metrics *m, uint64_t bytes_in, uint64_t bytes_out);
+/* One request over: its status (0 = none was sent), how long it took, and
+ * whether its body broke off. */
+void nh_metrics_end(natshttp_metrics *m, int status, int64_t duration_us, bool aborted);
+typedef struct nh_metrics_totals {
+    uint64_t requests, errors, duration_us;
+    int last_error_status;   /* 0 = none */
+    bool last_error_aborted;
+} nh_metrics_totals;
+void nh_metrics_totals_get(natshttp_metrics *m, nh_metrics_totals *out);
+int64_t nh_now_us(void);
+
 /* ---- heads ---- */
 /* True when the header is one natshttp puts on the wire for itself (X-Path,
  * X-Status, Natshttp-*): such fields never reach an application or an HTTP peer. */

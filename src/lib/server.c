@@ -22,12 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define COMP "server"
 #define TICK_MS 100
 #define NH_ANNOUNCE_MS 250   /* an answer slower than this announces the control subject */
 
-enum { CMD_STOP = 1 };
+enum { CMD_STOP = 1, CMD_BARRIER };
 
 typedef enum resp_mode {
     R_NONE,      /* not answered yet */
@@ -42,6 +44,7 @@ typedef struct nh_core {
     pthread_mutex_t mu;
     nh_table active;          /* id -> txn the library holds */
     char instance[64];        /* natshttp_server_options.instance, or "" */
+    _Atomic int unfinished;   /* txns the application has not finished: what a drain waits for */
 } nh_core;
 
 struct natshttp_txn {
@@ -79,6 +82,9 @@ struct natshttp_txn {
     bool head_sent, want_writable, cancelled;
     int64_t max_payload;
     const nh_hooks *hooks;
+    natshttp_metrics *metrics;   /* counted once, when the application finishes */
+    int64_t t0_us;
+    bool counted;
 };
 
 struct natshttp_server {
@@ -100,6 +106,9 @@ struct natshttp_server {
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     int subs_done;
+    natshttp_metrics *metrics;
+    bool req_drained;            /* natshttp_server_drain drained req_sub */
+    _Atomic bool barrier_seen;   /* the dispatch thread reached the drain's barrier */
 };
 
 /* ---- transactions ------------------------------------------------------------ */
@@ -202,6 +211,8 @@ static natshttp_status publish_head(natshttp_txn *t, const void *data, size_t le
             NH_LOG_W(COMP, "request %" PRIu64 ": publishing the response head failed: %s", t->id,
                      natsStatus_GetText(ns));
             st = natshttp_status_from_nats(ns);
+        } else {
+            nh_metrics_bytes(t->metrics, 0, len);
         }
     }
     natsMsg_Destroy(m);
@@ -285,6 +296,8 @@ static natshttp_status publish_piece(natshttp_txn *t, const void *data, size_t n
         ns = natsConnection_Publish(t->nc, t->reply, data, (int)n);
     }
     t->seq++;
+    if (ns == NATS_OK)
+        nh_metrics_bytes(t->metrics, 0, n);
     return natshttp_status_from_nats(ns);
 }
 
@@ -455,9 +468,19 @@ void natshttp_txn_finish(natshttp_txn *t, bool ok)
     int status = t->resp ? natshttp_head_status(t->resp) : t->cancelled ? 499 : 0;
     int64_t sent = was_none && t->resp_cl > 0 ? t->resp_cl : t->sent;
     bool cancelled = t->cancelled;
+    if (!t->counted && t->metrics) {
+        t->counted = true;
+        int mstatus = t->resp ? natshttp_head_status(t->resp) : 0;
+        if (t->cancelled && !t->head_sent)
+            mstatus = 499;   /* the client left before an answer */
+        bool aborted = t->head_sent && t->mode != R_NOBODY &&
+                       (!ok || t->cancelled || (t->resp_cl >= 0 && t->sent != t->resp_cl));
+        nh_metrics_end(t->metrics, mstatus, nh_now_us() - t->t0_us, aborted);
+    }
     t->mode = R_DONE;
     pthread_mutex_unlock(&t->mu);
     access_log(t, status, sent, ok, cancelled);
+    t->core->unfinished--;
     pthread_mutex_lock(&t->core->mu);
     t->resp_over = true;
     pthread_mutex_unlock(&t->core->mu);
@@ -504,6 +527,7 @@ static void body_piece(natshttp_server *s, natshttp_txn *t, natsMsg *msg, nh_cre
 {
     int len = natsMsg_GetDataLength(msg);
     t->body_received += len;
+    nh_metrics_bytes(s->metrics, (uint64_t)len, 0);
     if (len == 0 || !s->cb.on_body) {
         if (credit && len > 0)
             nh_credit_consumed(credit, (size_t)len, natsMsg_GetReply(msg));
@@ -580,6 +604,8 @@ static void reject(natshttp_server *s, natsMsg *msg, natshttp_status why)
         status = 400;
     NH_LOG_W(COMP, "rejected request on %s: %s (%d)", natsMsg_GetSubject(msg),
              natshttp_status_text(why), status);
+    nh_metrics_begin(s->metrics);
+    nh_metrics_end(s->metrics, status, 0, false);
     if (!reply || !*reply)
         return;
     bool chunked = false;
@@ -587,7 +613,7 @@ static void reject(natshttp_server *s, natsMsg *msg, natshttp_status why)
             NATSHTTP_OK &&
         chunked)
         handshake(s, msg, NULL);
-    natshttp_txn tmp = {.nc = s->nc, .reply = (char *)reply, .mode = R_NONE};
+    natshttp_txn tmp = {.nc = s->nc, .reply = (char *)reply, .mode = R_NONE, .metrics = s->metrics};
     tmp.max_payload = natsConnection_GetMaxPayload(s->nc);
     char text[160];
     snprintf(text, sizeof text, "natshttp: %s\n", natshttp_status_text(why));
@@ -638,6 +664,10 @@ static void on_request(natshttp_server *s, natsMsg *msg)
         return;
     }
     t->is_head = strcmp(natshttp_head_method(t->req), "HEAD") == 0;
+    t->metrics = s->metrics;
+    t->t0_us = nh_now_us();
+    s->core->unfinished++;
+    nh_metrics_begin(s->metrics);
     if (s->window > 0) {
         const char *ver = nh_msg_header(msg, NH_HDR_VERSION);
         int64_t w = nh_parse_u63(nh_msg_header(msg, NH_HDR_WINDOW));
@@ -804,7 +834,12 @@ static void *dispatch_main(void *arg)
     for (;;) {
         void *item = nh_queue_pop(&s->q, TICK_MS);
         if (item && NH_IS_CMD(item)) {
+            int type = NH_CMD_PTR(item)->type;
             free(NH_CMD_PTR(item));
+            if (type == CMD_BARRIER) {
+                s->barrier_seen = true;
+                continue;
+            }
             break;
         }
         if (item) {
@@ -879,6 +914,7 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
     s->nc = nc;
     s->cb = *cb;
     s->ctx = ctx;
+    s->metrics = opts->metrics;
     s->max_head = opts->max_head ? opts->max_head : NATSHTTP_DEFAULT_MAX_HEAD;
     s->idle_ms = opts->idle_timeout_ms > 0 ? opts->idle_timeout_ms : NH_DEFAULT_IDLE_MS;
     s->window = opts->protocol == 1 ? 0 : opts->window > 0 ? opts->window : NH_DEFAULT_WINDOW;
@@ -936,7 +972,9 @@ void natshttp_server_free(natshttp_server *s)
     if (!s)
         return;
     int expect = 0;
-    if (s->req_sub && natsSubscription_Unsubscribe(s->req_sub) == NATS_OK)
+    if (s->req_drained)
+        expect++;   /* the drain's completion; a draining subscription is not unsubscribed again */
+    else if (s->req_sub && natsSubscription_Unsubscribe(s->req_sub) == NATS_OK)
         expect++;
     if (s->body_sub && natsSubscription_Unsubscribe(s->body_sub) == NATS_OK)
         expect++;
@@ -948,6 +986,8 @@ void natshttp_server_free(natshttp_server *s)
     natsSubscription_Destroy(s->body_sub);
     if (s->thread_started) {
         nh_cmd *cmd = calloc(1, sizeof *cmd);
+        if (cmd)
+            cmd->type = CMD_STOP;
         if (cmd && nh_queue_push(&s->q, NH_CMD_TAG(cmd)) == 0)
             pthread_join(s->thread, NULL);
         else
@@ -999,4 +1039,58 @@ void natshttp_server_free(natshttp_server *s)
     free(s->prefix);
     core_unref(s->core);
     free(s);
+}
+
+natshttp_status natshttp_server_drain(natshttp_server *s, int64_t timeout_ms)
+{
+    if (!s)
+        return NATSHTTP_INVALID;
+    int64_t until = nh_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    bool done = false;
+    /* Disconnected, the drain could only time out (nats.c waits for the
+     * server's acknowledgement): natshttp_server_free unsubscribes instead. */
+    bool connected = natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED;
+    if (s->req_sub && !s->req_drained && connected &&
+        natsSubscription_DrainTimeout(s->req_sub, timeout_ms > 1000 ? timeout_ms : 1000) == NATS_OK) {
+        s->req_drained = true;
+        /* Every request NATS delivered is on our queue once the drain completes. */
+        pthread_mutex_lock(&s->done_mu);
+        while (s->subs_done < 1 && nh_now_ms() < until &&
+               natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 20 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->done_cv, &s->done_mu, &ts);
+        }
+        pthread_mutex_unlock(&s->done_mu);
+    }
+    /* ... and has become a txn once the dispatch thread passed this barrier. */
+    nh_cmd *cmd = calloc(1, sizeof *cmd);
+    if (cmd) {
+        cmd->type = CMD_BARRIER;
+        if (nh_queue_push(&s->q, NH_CMD_TAG(cmd)) != 0) {
+            free(cmd);
+            cmd = NULL;
+        }
+    }
+    for (;;) {
+        /* A txn whose response is over may still wait for the rest of a
+         * request body nobody reads (an upload refused early): not waited for. */
+        done = (!cmd || s->barrier_seen) && s->core->unfinished == 0;
+        if (done || nh_now_ms() >= until)
+            break;
+        if (natsConnection_Status(s->nc) != NATS_CONN_STATUS_CONNECTED) {
+            /* Nothing under way can reach its client now: do not wait for it. */
+            NH_LOG_W(COMP, "not connected to NATS: not waiting for the requests under way");
+            break;
+        }
+        usleep(20 * 1000);
+    }
+    if (!done && s->core->unfinished > 0)
+        NH_LOG_W(COMP, "%d request(s) still under way; aborting them", (int)s->core->unfinished);
+    return done ? NATSHTTP_OK : NATSHTTP_TIMEOUT;
 }

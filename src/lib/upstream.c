@@ -1076,3 +1076,8 @@ void natshttp_upstream_free(natshttp_upstream *up)
     free(up->host);
     free(up);
 }
+
+natshttp_status natshttp_upstream_drain(natshttp_upstream *u, int64_t timeout_ms)
+{
+    return u ? natshttp_server_drain(u->srv, timeout_ms) : NATSHTTP_INVALID;
+}

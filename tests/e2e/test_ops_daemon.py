@@ -217,7 +217,7 @@ class LogFileTest(harness.E2ETestCase):
         self.assertNotIn("n=1", glog.read_text())
         gw.stop(check=True)
         srv.stop(check=True)
-        self.assertRegex(glog.read_text(), r"info gateway: stopping\n")
+        self.assertRegex(glog.read_text(), r"info gateway: stopping: ")
 
     def test_unwritable_log_file(self):
         d = self.tmpdir("x")
