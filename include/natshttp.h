@@ -411,6 +411,21 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
 uint16_t natshttp_gateway_port(const natshttp_gateway *g);
 void natshttp_gateway_free(natshttp_gateway *g);
 
+/* ------------------------------------------------------------------------ */
+/* Flushing                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* nats.c buffers publishes and writes them about 1 ms later from its flusher
+ * thread. A natshttp_flusher makes everything this library publishes on nc
+ * go out at once when the connection is quiet, and in batches (one write per
+ * PING/PONG round trip to the server) when it is busy. One thread per
+ * flusher; at most 16 in a process. Create it after connecting, free it
+ * before natsConnection_Close. Without one, nats.c's own buffering applies. */
+typedef struct natshttp_flusher natshttp_flusher;
+
+natshttp_status natshttp_flusher_new(natshttp_flusher **out, natsConnection *nc);
+void natshttp_flusher_free(natshttp_flusher *f);
+
 #ifdef __cplusplus
 }
 #endif

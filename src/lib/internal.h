@@ -42,6 +42,10 @@ bool nh_log_enabled(natshttp_log_level level);
  * literal tokens only (no wildcard, whitespace or empty token). */
 bool nh_prefix_valid(const char *prefix);
 
+/* ---- flushing (flush.c) ---- */
+/* After a publish on nc: wakes nc's flusher, if it has one (natshttp_flusher_new). */
+void nh_flush_kick(natsConnection *nc);
+
 /* ---- time ---- */
 int64_t nh_now_ms(void);
 
