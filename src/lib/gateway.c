@@ -36,6 +36,11 @@ struct natshttp_gateway {
     size_t max_buffer;
     size_t max_head;
 
+    /* Calls start under smu; once stopping is set no call starts, so the
+     * client can be freed while libmicrohttpd still takes requests. */
+    pthread_mutex_t smu;
+    bool stopping;
+
     /* The watch: requests whose connection is suspended until the response
      * head comes. libmicrohttpd does not poll a suspended socket, so without
      * this a client that leaves before the head would go unnoticed. */
@@ -70,6 +75,7 @@ struct gw_req {
 
     natshttp_head *resp;       /* set by on_head */
     bool head_ready, ended, response_queued;
+    bool queueing;             /* inside queue_response, r->mu held (the MHD thread) */
     natshttp_status end_status;
     int error_status;          /* answer with an error instead of a response */
     const char *error_text;
@@ -272,6 +278,10 @@ static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max)
 static void free_body_cls(void *cls)
 {
     gw_req *r = cls;
+    if (r->queueing) {   /* from queue_response, which holds r->mu and a reference */
+        r->refs--;
+        return;
+    }
     pthread_mutex_lock(&r->mu);
     req_unref_locked(r);
 }
@@ -340,7 +350,11 @@ static enum MHD_Result queue_response(gw_req *r)
             NH_LOG_D(COMP, "header %s not passed on", n);
     }
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    /* Refused (the connection or the daemon is closing), destroy frees the
+     * body at once, calling free_body_cls on this thread with r->mu held. */
+    r->queueing = true;
     MHD_destroy_response(resp);
+    r->queueing = false;
     return ret;
 }
 
@@ -486,7 +500,10 @@ static enum MHD_Result begin(gw_req *r, const char *method)
     int64_t body_len = chunked ? -2 : cl > 0 ? cl : -1;
     if (st == NATSHTTP_OK) {
         r->refs++;   /* the call's hold */
-        st = natshttp_call_start(&r->call, g->client, b.h, body_len, NULL, &call_cb, r);
+        pthread_mutex_lock(&g->smu);
+        st = g->stopping ? NATSHTTP_CLOSED
+                         : natshttp_call_start(&r->call, g->client, b.h, body_len, NULL, &call_cb, r);
+        pthread_mutex_unlock(&g->smu);
         if (st != NATSHTTP_OK) {
             r->refs--;
             r->call = NULL;
@@ -704,6 +721,7 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
         return NATSHTTP_NOMEM;
     g->max_buffer = opts->max_buffer ? opts->max_buffer : 64u * 1024 * 1024;
     pthread_mutex_init(&g->wmu, NULL);
+    pthread_mutex_init(&g->smu, NULL);
     pthread_cond_init(&g->wcv, NULL);
     g->max_head = opts->client.max_head ? opts->client.max_head : NATSHTTP_DEFAULT_MAX_HEAD;
     natshttp_status st = natshttp_client_new(&g->client, nc, &opts->client);
@@ -824,7 +842,11 @@ void natshttp_gateway_free(natshttp_gateway *g)
         pthread_join(g->watch, NULL);
     }
     /* The client first: every call ends (resuming its connection), then MHD
-     * can stop without suspended connections left behind. */
+     * can stop without suspended connections left behind. Requests that come
+     * meanwhile get 503 (stopping), not a freed client. */
+    pthread_mutex_lock(&g->smu);
+    g->stopping = true;
+    pthread_mutex_unlock(&g->smu);
     natshttp_client_free(g->client);
     while (g->watched) {
         gw_req *r = g->watched;
@@ -836,5 +858,6 @@ void natshttp_gateway_free(natshttp_gateway *g)
         MHD_stop_daemon(g->mhd);
     pthread_mutex_destroy(&g->wmu);
     pthread_cond_destroy(&g->wcv);
+    pthread_mutex_destroy(&g->smu);
     free(g);
 }
