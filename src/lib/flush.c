@@ -13,8 +13,10 @@
 
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define MAX_FLUSHERS 16
+#define BUSY_PAUSE_US 1000   /* nats.c's flusher writes within 1 ms */
 #define PONG_WAIT_MS 500   /* the PONG is only our pacing: a late one costs latency, not data */
 
 struct natshttp_flusher {
@@ -41,6 +43,16 @@ static void *flusher_main(void *arg)
         pthread_mutex_unlock(&reg_mu);
         natsConnection_FlushTimeout(f->nc, PONG_WAIT_MS);
         pthread_mutex_lock(&reg_mu);
+        if (f->pending && !f->quit) {
+            /* Published again within one round trip: the connection is busy, and
+             * nats.c's own flusher batches better than a PING per round trip.
+             * Leave it the next BUSY_PAUSE_US; kicks meanwhile are dropped. */
+            pthread_mutex_unlock(&reg_mu);
+            struct timespec ts = {0, BUSY_PAUSE_US * 1000L};
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&reg_mu);
+            f->pending = false;
+        }
     }
     pthread_mutex_unlock(&reg_mu);
     return NULL;
