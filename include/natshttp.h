@@ -417,8 +417,8 @@ void natshttp_gateway_free(natshttp_gateway *g);
 
 /* nats.c buffers publishes and writes them about 1 ms later from its flusher
  * thread. A natshttp_flusher makes everything this library publishes on nc
- * go out at once when the connection is quiet, and in batches (one write per
- * PING/PONG round trip to the server) when it is busy. One thread per
+ * go out at once when the connection is quiet (it writes a PING and what is
+ * buffered before it), and leaves batching to nats.c when it is busy. One thread per
  * flusher; at most 16 in a process. Create it after connecting, free it
  * before natsConnection_Close. Without one, nats.c's own buffering applies. */
 typedef struct natshttp_flusher natshttp_flusher;

@@ -7,8 +7,10 @@
  * (nh_flush_kick); it calls natsConnection_FlushTimeout, which writes a PING
  * and everything buffered before it in place, then waits for the PONG.
  * Publishes made meanwhile set the flag again and go out together with the
- * next PING: one write per round trip to the server under load, none
- * waiting 1 ms when alone. Measured in docs/performance.md. */
+ * next PING: none waiting 1 ms when alone. When publishes keep coming
+ * during the round trip the connection is busy, and the flusher stands back
+ * for 1 ms, leaving the batching to nats.c's own flusher. Measured in
+ * docs/performance.md. */
 #include "internal.h"
 
 #include <stdatomic.h>
