@@ -555,6 +555,21 @@ natshttp_status natshttp_service_new(natshttp_service **out, natsConnection *nc,
 const char *natshttp_service_id(const natshttp_service *s);
 void natshttp_service_free(natshttp_service *s);
 
+/* ------------------------------------------------------------------------ */
+/* Flushing                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* nats.c buffers publishes and writes them about 1 ms later from its flusher
+ * thread. A natshttp_flusher makes everything this library publishes on nc
+ * go out at once when the connection is quiet (it writes a PING and what is
+ * buffered before it), and leaves batching to nats.c when it is busy. One thread per
+ * flusher; at most 16 in a process. Create it after connecting, free it
+ * before natsConnection_Close. Without one, nats.c's own buffering applies. */
+typedef struct natshttp_flusher natshttp_flusher;
+
+natshttp_status natshttp_flusher_new(natshttp_flusher **out, natsConnection *nc);
+void natshttp_flusher_free(natshttp_flusher *f);
+
 #ifdef __cplusplus
 }
 #endif

@@ -300,6 +300,7 @@ void cli_help(FILE *f, const char *cmd, const char *synopsis, const char *about,
 }
 
 static _Atomic bool closing;   /* our own Close: not worth a warning */
+static natshttp_flusher *flusher;   /* the one connection's (see natshttp_flusher_new) */
 
 static void on_disconnected(natsConnection *nc, void *closure)
 {
@@ -447,8 +448,18 @@ natsConnection *cli_connect(const char *cmd, const cli_common *c)
         s = natsOptions_SetReconnectedCB(opts, on_reconnected, (void *)cmd);
     if (s == NATS_OK)
         s = natsOptions_SetErrorHandler(opts, on_async_error, (void *)cmd);
+    /* How publishes reach the socket; a benchmark knob (bench/run, docs/performance.md):
+     * "kick" (default) a natshttp_flusher, "buffered" nats.c alone, "asap" SendAsap. */
+    const char *flush = getenv("NATSHTTP_NATS_FLUSH");
+    if (!flush || !*flush)
+        flush = "kick";
+    if (s == NATS_OK && strcmp(flush, "asap") == 0)
+        s = natsOptions_SetSendAsap(opts, true);
     if (s == NATS_OK && (step = NULL) == NULL)
         s = natsConnection_Connect(&nc, opts);
+    if (s == NATS_OK && strcmp(flush, "kick") == 0 &&
+        natshttp_flusher_new(&flusher, nc) != NATSHTTP_OK)
+        natshttp_log(NATSHTTP_LOG_WARN, cmd, "no flusher thread: publishes wait for nats.c's");
     if (s != NATS_OK) {
         /* nats.c's own text says what failed (a TLS handshake, an authorization
          * violation); keep it to one line. */
@@ -477,6 +488,8 @@ void cli_disconnect(natsConnection *nc)
 {
     if (!nc)
         return;
+    natshttp_flusher_free(flusher);
+    flusher = NULL;
     if (natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED)
         natsConnection_FlushTimeout(nc, 1000);
     closing = true;

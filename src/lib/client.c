@@ -130,6 +130,7 @@ static natshttp_status publish_first(natshttp_call *call, bool chunked, const vo
         call->deadline = nh_now_ms() + call->c->timeout_ms;
     natsStatus ns = natsConnection_PublishMsg(call->c->nc, m);
     natsMsg_Destroy(m);
+    nh_flush_kick(call->c->nc);
     natshttp_head_free(call->req);
     call->req = NULL;
     call->tx_total = (int64_t)len;
@@ -159,6 +160,7 @@ static natshttp_status publish_chunk(natshttp_call *call, const void *data, size
         ns = natsConnection_PublishRequest(call->c->nc, call->chunk_subject, r, data, (int)len);
     if (ns == NATS_OK && r && call->tx_seq == hk->dup_seq)
         ns = natsConnection_PublishRequest(call->c->nc, call->chunk_subject, r, data, (int)len);
+    nh_flush_kick(call->c->nc);
     call->tx_seq++;
     call->tx_total += (int64_t)len;
     call->tx_after_first += (int64_t)len;
@@ -172,6 +174,7 @@ static natshttp_status publish_end(natshttp_call *call)
     call->deadline = nh_now_ms() + call->c->timeout_ms;
     if (!call->tx_v2) {
         natsStatus ns = natsConnection_Publish(call->c->nc, call->chunk_subject, NULL, 0);
+        nh_flush_kick(call->c->nc);
         return natshttp_status_from_nats(ns);
     }
     char reply[128], num[24];

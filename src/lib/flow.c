@@ -75,6 +75,7 @@ natshttp_status nh_publish_control(natsConnection *nc, const char *subject, cons
     if (ns == NATS_OK)
         ns = natsConnection_PublishMsg(nc, m);
     natsMsg_Destroy(m);
+    nh_flush_kick(nc);
     return natshttp_status_from_nats(ns);
 }
 

@@ -46,6 +46,10 @@ const char *nh_logfmt(char *out, size_t cap, const char *v);
  * literal tokens only (no wildcard, whitespace or empty token). */
 bool nh_prefix_valid(const char *prefix);
 
+/* ---- flushing (flush.c) ---- */
+/* After a publish on nc: wakes nc's flusher, if it has one (natshttp_flusher_new). */
+void nh_flush_kick(natsConnection *nc);
+
 /* ---- time ---- */
 int64_t nh_now_ms(void);
 

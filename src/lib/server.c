@@ -216,6 +216,7 @@ static natshttp_status publish_head(natshttp_txn *t, const void *data, size_t le
         }
     }
     natsMsg_Destroy(m);
+    nh_flush_kick(t->nc);
     t->head_sent = true;
     if (len > 0)
         t->seq = 1;   /* the head's data is piece 0 */
@@ -295,6 +296,7 @@ static natshttp_status publish_piece(natshttp_txn *t, const void *data, size_t n
     } else {
         ns = natsConnection_Publish(t->nc, t->reply, data, (int)n);
     }
+    nh_flush_kick(t->nc);
     t->seq++;
     if (ns == NATS_OK)
         nh_metrics_bytes(t->metrics, 0, n);
@@ -458,6 +460,7 @@ void natshttp_txn_finish(natshttp_txn *t, bool ok)
     } else if (t->mode == R_CHUNKED) {
         if (ok && (t->resp_cl < 0 || t->sent == t->resp_cl)) {
             natsConnection_Publish(t->nc, t->reply, NULL, 0);
+            nh_flush_kick(t->nc);
         } else {
             /* v1 has no abort message: the client sees the body stop (and a
              * length mismatch when it knows the length). */
@@ -576,10 +579,12 @@ static void handshake(natshttp_server *s, natsMsg *msg, natshttp_txn *t)
         /* a v1 client waits for it; id 0 drops whatever follows */
         snprintf(subj, sizeof subj, "%s.0", s->inbox);
         natsConnection_PublishRequest(s->nc, natsMsg_GetReply(msg), subj, NULL, 0);
+        nh_flush_kick(s->nc);
         return;
     }
     if (!t->v2) {
         natsConnection_PublishRequest(s->nc, natsMsg_GetReply(msg), t->ctl, NULL, 0);
+        nh_flush_kick(s->nc);
         return;
     }
     natsMsg *m = NULL;
@@ -593,6 +598,7 @@ static void handshake(natshttp_server *s, natsMsg *msg, natshttp_txn *t)
     if (ns == NATS_OK)
         natsConnection_PublishMsg(s->nc, m);
     natsMsg_Destroy(m);
+    nh_flush_kick(s->nc);
 }
 
 /* Answers a request that could not be parsed, straight from the dispatch thread. */
