@@ -455,8 +455,18 @@ natsConnection *cli_connect(const char *cmd, const cli_common *c)
         flush = "kick";
     if (s == NATS_OK && strcmp(flush, "asap") == 0)
         s = natsOptions_SetSendAsap(opts, true);
-    if (s == NATS_OK && (step = NULL) == NULL)
-        s = natsConnection_Connect(&nc, opts);
+    /* With --creds or --nkey, nats.c before nats-io/nats.c#705 (3.4.1 here)
+     * leaves "sig" out of CONNECT when the signature of the server's nonce
+     * starts with a zero byte (its base64 encoder takes that for an empty
+     * string): the server says "Authorization Violation" to 1 connection in
+     * 256. Every connection gets a new nonce, so try again a few times; wrong
+     * credentials still fail, four times as fast. */
+    if (s == NATS_OK && (step = NULL) == NULL) {
+        int tries = c->creds || c->nkey ? 4 : 1;
+        while ((s = natsConnection_Connect(&nc, opts)) == NATS_CONNECTION_AUTH_FAILED &&
+               --tries > 0)
+            natshttp_log(NATSHTTP_LOG_DEBUG, cmd, "NATS refused the signed CONNECT; trying again");
+    }
     if (s == NATS_OK && strcmp(flush, "kick") == 0 &&
         natshttp_flusher_new(&flusher, nc) != NATSHTTP_OK)
         natshttp_log(NATSHTTP_LOG_WARN, cmd, "no flusher thread: publishes wait for nats.c's");
