@@ -479,6 +479,9 @@ typedef struct natshttp_gateway_options {
     int threads;               /* HTTP threads; 0 = 1 */
     size_t chunk_size;         /* request body bytes per NATS message; 0 = 128 KiB */
     unsigned idle_timeout_s;   /* idle keep-alive connection timeout; 0 = 60 */
+    unsigned head_timeout_s;   /* a request head must be whole within this long of the
+                                  connection's start or the previous request's end, or
+                                  the connection is closed (slowloris); 0 = idle_timeout_s */
     unsigned max_connections;  /* 0 = 1024 */
     size_t max_buffer;         /* response bytes one request may hold unsent to its HTTP
                                   client before it is aborted (v1 has no flow control);

@@ -9,7 +9,7 @@ typedef struct gateway_cfg {
     cli_common common;
     const char *listen, *subject, *https_cert, *https_key, *metrics;
     long long timeout, threads, max_buffer, http_idle_timeout, max_connections, grace;
-    long long max_body, max_inflight, max_connections_per_ip;
+    long long max_body, max_inflight, max_connections_per_ip, http_head_timeout;
 } gateway_cfg;
 
 static const cli_opt gateway_opts[] = {
@@ -19,6 +19,7 @@ static const cli_opt gateway_opts[] = {
     {"threads", 0, OPT_INT, "N", "HTTP threads", offsetof(gateway_cfg, threads), "1"},
     {"max-buffer", 0, OPT_INT, "BYTES", "response bytes one request may hold for a slow client before it is aborted", offsetof(gateway_cfg, max_buffer), "67108864"},
     {"http-idle-timeout", 0, OPT_INT, "SECONDS", "close idle keep-alive HTTP connections after this long", offsetof(gateway_cfg, http_idle_timeout), "60"},
+    {"http-head-timeout", 0, OPT_INT, "SECONDS", "a request head must be whole this long after the connection opened or the last request ended, or the connection is closed (trickling clients); 0 = --http-idle-timeout", offsetof(gateway_cfg, http_head_timeout), "0"},
     {"max-connections", 0, OPT_INT, "N", "concurrent HTTP connections", offsetof(gateway_cfg, max_connections), "1024"},
     {"max-connections-per-ip", 0, OPT_INT, "N", "concurrent HTTP connections from one client address; 0 = no limit", offsetof(gateway_cfg, max_connections_per_ip), "0"},
     {"max-body", 0, OPT_INT, "BYTES", "largest request body (else 413); 0 = no limit", offsetof(gateway_cfg, max_body), "0"},
@@ -110,6 +111,7 @@ int cmd_gateway(int argc, char **argv)
         .threads = (int)cfg.threads,
         .max_buffer = (size_t)cfg.max_buffer,
         .idle_timeout_s = (unsigned)cfg.http_idle_timeout,
+        .head_timeout_s = (unsigned)cfg.http_head_timeout,
         .max_connections = (unsigned)cfg.max_connections,
         .max_connections_per_ip = (unsigned)cfg.max_connections_per_ip,
         .max_body = cfg.max_body,

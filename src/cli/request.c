@@ -281,7 +281,8 @@ int cmd_request(int argc, char **argv)
     fflush(s.out);
     if (st != NATSHTTP_OK) {
         fprintf(stderr, "nats-http request: %s\n", natshttp_status_text(st));
-        rc = st == NATSHTTP_TRUNCATED ? 18 : 1;
+        /* after the head, any failure (cut off, idle, NATS lost) is a body that broke off */
+        rc = st == NATSHTTP_TRUNCATED || s.http_status > 0 ? 18 : 1;
     } else if (s.write_failed) {
         fprintf(stderr, "nats-http request: writing the body failed\n");
         rc = 1;

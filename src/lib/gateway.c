@@ -38,6 +38,9 @@ struct natshttp_gateway {
     size_t max_buffer;
     size_t max_head;
     int64_t max_body;          /* 0: no limit */
+    int64_t head_timeout_ms;
+    pthread_mutex_t cmu;       /* guards conns */
+    struct conn_slot *conns;   /* every open connection */
     unsigned max_inflight;     /* 0: no limit */
     _Atomic unsigned inflight;
     bool https;
@@ -379,8 +382,10 @@ static enum MHD_Result queue_response(gw_req *r)
     for (size_t i = 0; i < natshttp_head_count(h); i++) {
         const char *n, *v;
         natshttp_head_at(h, i, &n, &v);
-        if (MHD_add_response_header(resp, n, v) != MHD_YES)
-            NH_LOG_D(COMP, "header %s not passed on", n);
+        /* libmicrohttpd refuses an empty value; a lone space is the same field
+         * value once the client trims its whitespace (RFC 9110 5.5). */
+        if (MHD_add_response_header(resp, n, *v ? v : " ") != MHD_YES)
+            NH_LOG_W(COMP, "%s %s: response field %s not passed on", r->method, r->target, n);
     }
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     /* Refused (the connection or the daemon is closing), destroy frees the
@@ -573,9 +578,20 @@ static enum MHD_Result begin(gw_req *r, const char *method)
  * the access handler. libmicrohttpd may fail such a request (a head larger
  * than its pool) without calling the completion callback; this slot is how
  * its gw_req is still freed. MHD thread only. */
-typedef struct conn_slot {
+typedef struct conn_slot conn_slot;
+struct conn_slot {
     gw_req *pending;
-} conn_slot;
+    /* The head deadline (slowloris): libmicrohttpd's idle timer restarts with
+     * every byte, so a client trickling a head would hold the connection for
+     * ever. From the connection's start, or the end of its previous request,
+     * the next head must be complete within g->head_timeout_ms; the watch
+     * thread shuts the socket down otherwise. Under g->cmu. */
+    conn_slot *next, *prev;
+    int fd;
+    bool in_head, shut;
+    int64_t since;
+    char client[INET6_ADDRSTRLEN];
+};
 
 static conn_slot *slot_of(struct MHD_Connection *conn)
 {
@@ -594,14 +610,53 @@ static void drop_pending(conn_slot *slot)
     }
 }
 
+static void client_address(struct MHD_Connection *conn, char *addr, size_t cap);
+
+static void head_wait(natshttp_gateway *g, conn_slot *slot, bool waiting)
+{
+    if (!slot)
+        return;
+    pthread_mutex_lock(&g->cmu);
+    slot->in_head = waiting;
+    slot->since = nh_now_ms();
+    pthread_mutex_unlock(&g->cmu);
+}
+
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
+    natshttp_gateway *g = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        *socket_context = calloc(1, sizeof(conn_slot));
+        conn_slot *slot = calloc(1, sizeof(conn_slot));
+        *socket_context = slot;
+        if (!slot)
+            return;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        slot->fd = ci ? ci->connect_fd : -1;
+        client_address(conn, slot->client, sizeof slot->client);
+        slot->in_head = true;
+        slot->since = nh_now_ms();
+        pthread_mutex_lock(&g->cmu);
+        slot->next = g->conns;
+        if (g->conns)
+            g->conns->prev = slot;
+        g->conns = slot;
+        pthread_mutex_unlock(&g->cmu);
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-        drop_pending(*socket_context);
-        free(*socket_context);
+        conn_slot *slot = *socket_context;
+        drop_pending(slot);
+        if (slot) {
+            pthread_mutex_lock(&g->cmu);
+            if (slot->prev)
+                slot->prev->next = slot->next;
+            else
+                g->conns = slot->next;
+            if (slot->next)
+                slot->next->prev = slot->prev;
+            pthread_mutex_unlock(&g->cmu);
+        }
+        free(slot);
         *socket_context = NULL;
     }
 }
@@ -634,6 +689,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         conn_slot *slot = slot_of(conn);
         if (slot && slot->pending == r)
             slot->pending = NULL;   /* the request is under way: completion frees it */
+        head_wait(r->g, slot, false);
         r->started = true;
         r->conn = conn;
         const union MHD_ConnectionInfo *ci =
@@ -766,6 +822,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     conn_slot *slot = slot_of(conn);
     if (slot && slot->pending == r)
         slot->pending = NULL;
+    head_wait(r->g, slot, true);   /* the next request's head starts now */
     pthread_mutex_lock(&r->mu);
     if (r->call)
         natshttp_call_cancel(r->call);
@@ -828,6 +885,10 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
     g->max_buffer = opts->max_buffer ? opts->max_buffer : 64u * 1024 * 1024;
     g->max_body = opts->max_body > 0 ? opts->max_body : 0;
     g->max_inflight = opts->max_inflight;
+    g->head_timeout_ms = 1000 * (int64_t)(opts->head_timeout_s   ? opts->head_timeout_s
+                                          : opts->idle_timeout_s ? opts->idle_timeout_s
+                                                                 : 60);
+    pthread_mutex_init(&g->cmu, NULL);
     g->metrics = opts->metrics;
     pthread_mutex_init(&g->wmu, NULL);
     pthread_mutex_init(&g->smu, NULL);
@@ -929,6 +990,18 @@ static void *watch_main(void *arg)
             until.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&g->wcv, &g->wmu, &until);
+        int64_t now = nh_now_ms();
+        pthread_mutex_lock(&g->cmu);
+        for (conn_slot *c = g->conns; c; c = c->next) {
+            if (c->in_head && !c->shut && c->fd >= 0 && now - c->since > g->head_timeout_ms) {
+                /* libmicrohttpd then reads EOF and closes the connection itself */
+                c->shut = true;
+                NH_LOG_I(COMP, "closing the connection from %s: no whole request head within %" PRId64
+                               " s", c->client, g->head_timeout_ms / 1000);
+                shutdown(c->fd, SHUT_RDWR);
+            }
+        }
+        pthread_mutex_unlock(&g->cmu);
         gw_req *done = NULL, **pp = &g->watched;
         while (*pp) {
             gw_req *r = *pp;
@@ -1029,5 +1102,6 @@ void natshttp_gateway_free(natshttp_gateway *g)
     free(g->https_cert);
     free(g->https_key);
     pthread_mutex_destroy(&g->smu);
+    pthread_mutex_destroy(&g->cmu);
     free(g);
 }

@@ -11,9 +11,13 @@
 - --max-body: Content-Length over it is 413 before the body (no 100
   Continue); a chunked body passing it is cut off with 413.
 - --max-inflight: the request over it gets 503 with Retry-After at once.
+- --http-head-timeout (slowloris): a head trickled one byte at a time is cut
+  off at the deadline, although every byte restarts libmicrohttpd's idle
+  timer; a client that sends its requests whole keeps its connection.
 """
 
 import socket
+import time
 
 import harness
 import peers
@@ -150,6 +154,47 @@ class MaxInflightTest(harness.E2ETestCase):
             s.close()
         r = raw_request(gw.port, "GET", "/fourth")
         self.assertEqual(r.status, 504, r)
+
+
+class HeadTimeoutTest(harness.E2ETestCase):
+    timeout = 60
+
+    def test_trickled_head_closed_at_the_deadline(self):
+        nats, echo, gw = peers.echo_stack("subj", "--http-head-timeout", "2",
+                                          "--http-idle-timeout", "60")
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        req = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 200
+        t0 = time.monotonic()
+        closed_after = None
+        for i in range(len(req)):
+            try:
+                s.sendall(req[i:i + 1])
+            except OSError:
+                closed_after = time.monotonic() - t0
+                break
+            s.settimeout(0.25)
+            try:
+                if s.recv(1) == b"":
+                    closed_after = time.monotonic() - t0
+                    break
+            except socket.timeout:
+                pass
+            except OSError:
+                closed_after = time.monotonic() - t0
+                break
+        s.close()
+        # one byte per 0.25 s would take 50 s to finish the head
+        self.assertIsNotNone(closed_after, "the trickling connection was never closed")
+        self.assertLess(closed_after, 20)
+        gw.wait_for(r"closing the connection from 127\.0\.0\.1: no whole request head within 2 s",
+                    timeout=5)
+        # whole requests on one connection, each within the deadline, are fine
+        with Conn(gw.port) as c:
+            for i in range(3):
+                r = c.request("GET", f"/fast/{i}")
+                self.assertEqual(r.status, 200, r)
+                time.sleep(1)
+        self.assertTrue(gw.alive())
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ class NixReadOnlyTest(harness.E2ETestCase):
 
         nats = harness.Nats(nats_conf())
         url = {u: nats.client_url(u, p) for u, p in PASSWORDS.items()}
-        harness.serve(url["cache-server"], "cache", cache, "--writable", "/",
+        serve = harness.serve(url["cache-server"], "cache", cache, "--writable", "/",
                       "--inbox-prefix", "_INBOX_cache-server")
         agent_gw = harness.gateway(url["agent"], "cache", "--inbox-prefix", "_INBOX_agent",
                                    name="gateway-agent")
@@ -63,6 +63,7 @@ class NixReadOnlyTest(harness.E2ETestCase):
         self.assertEqual((rc, out), (0, b"403"), err)
         self.assertEqual(nixenv.cache_files(cache), before)
         agent_gw.wait_for(r"NATS refused the publish to cache\.PUT\.", timeout=5)
+        self.assertNotIn("Permissions Violation", serve.log_text())
 
         # The publisher may.
         src_nix.ok(NIX, "copy", "--store", src,

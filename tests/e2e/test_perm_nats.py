@@ -67,6 +67,13 @@ class ReaderTest(harness.E2ETestCase):
         cls.gw = gateway_as(cls.nats, "reader")
         cls.gw1 = gateway_as(cls.nats, "reader", "--protocol", "1", name="gateway-reader-v1")
 
+    def test_no_permission_violation_of_our_own(self):
+        # the documented permissions are enough for everything the parts do
+        rc, body, err = harness.curl("-f", self.gw.base + "/public")
+        self.assertEqual(rc, 0, err)
+        for p in (self.serve, self.gw, self.gw1):
+            self.assertNotIn("Permissions Violation", p.log_text(), p.name)
+
     def test_get_and_head(self):
         for gw in (self.gw, self.gw1):
             with self.subTest(gateway=gw.name):

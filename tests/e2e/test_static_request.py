@@ -42,6 +42,26 @@ class RequestTest(harness.E2ETestCase):
         self.assertEqual(dest.stat().st_size, len(self.big))
         self.assertEqual(harness.sha256_file(dest), harness.sha256_bytes(self.big))
 
+    def test_server_killed_mid_body_exit_18(self):
+        # The body broke off after the head: 18 (as curl), whatever the cause
+        # (here: no piece for --idle-timeout after serve died).
+        root = harness.tmpdir("tree-kill")
+        with open(root / "big.bin", "wb") as f:    # 4 GiB, sparse: long enough to cut
+            f.truncate(4 << 30)
+        serve = harness.serve(self.nats, "killme", root, "--window", "1048576",
+                              name="serve-killme")
+        dest = harness.tmpdir("out-kill") / "big.bin"
+        p = harness.Proc([harness.BIN, "request", "--idle-timeout", "2", "--window", "1048576",
+                          "-o", dest, "nats+http://killme/big.bin"], name="request-killme",
+                         ready=None, env={"NATS_URL": self.nats.url})
+        harness.wait_until(lambda: dest.exists() and dest.stat().st_size > 0, 20, 0.01,
+                           "the first body bytes")
+        serve.kill()
+        self.assertEqual(p.wait(30), 18, p.log_text())
+        self.assertLess(dest.stat().st_size, 4 << 30)
+        self.assertIn("nats-http request: transfer made no progress within the idle timeout",
+                      p.log_text())
+
     def test_include_prints_status_and_headers(self):
         rc, out, err = self.req("-i", "nats+http://site/file.bin")
         self.assertEqual(rc, 0, err)

@@ -237,6 +237,14 @@ class HeadersTest(UpstreamBase):
             self.assertNotIn("x-upstream-only", v.lower(), resp.headers)
         self.assertEqual(resp.header_all("End-To-End"), ["yes"])
 
+    def test_empty_response_field_reaches_the_client(self):
+        # libmicrohttpd refuses an empty value: the gateway sends a lone space
+        resp = self.get("GET", "/up/empty-field")
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.header_all("X-Empty"), [""], resp.headers)
+        self.assertEqual(resp.header_all("X-After"), ["yes"], resp.headers)
+        self.assertEqual(resp.body, b"e")
+
     def test_x_forwarded_added_by_gateway(self):
         _, e = self.echo_of("GET", "/fwd", [("X-Forwarded-For", "192.0.2.1")])
         xff = echoed_headers(e, "X-Forwarded-For")

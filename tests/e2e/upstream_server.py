@@ -15,6 +15,7 @@ header fields in order with their case, and the body's length and sha256.
   file.bin                 1192 bytes, Accept-Ranges; HEAD gives the head only
   cookies                  three Set-Cookie lines (BR-12), body "ok"
   hop                      hop-by-hop response fields (BR-10) and End-To-End: yes
+  empty-field              "X-Empty:" with an empty value, then X-After: yes
   chunked[n,size,pause]    n chunks of size bytes, pause seconds apart
   sse[n,interval]          text/event-stream, one event per interval; each
                            event's data is {"seq": i, "t": <send time>}
@@ -261,6 +262,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                  ("Keep-Alive", "timeout=5, max=100"),
                                  ("Proxy-Authenticate", "Basic realm=up"),
                                  ("End-To-End", "yes")])
+
+    def up_empty_field(self, name, q):
+        self.reply(200, b"e", [("X-Empty", ""), ("X-After", "yes")])
 
     def up_chunked(self, name, q):
         n, size, pause = int(q.get("n", 3)), int(q.get("size", 10)), float(q.get("pause", 0))
