@@ -82,6 +82,8 @@ struct natshttp_client {
     int64_t timeout_ms, idle_ms, window;
     size_t max_head;
     nh_hooks hooks;
+    nh_publish_fn send_first;      /* NULL: to nc (see nh_client_new_pumped) */
+    void *send_ctx;
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     bool sub_done;
@@ -112,7 +114,9 @@ static natshttp_status publish_first(natshttp_call *call, bool chunked, const vo
     call->last_tx = nh_now_ms();
     if (last)   /* the whole request is out: the response is due */
         call->deadline = nh_now_ms() + call->c->timeout_ms;
-    natsStatus ns = natsConnection_PublishMsg(call->c->nc, m);
+    natshttp_client *c = call->c;
+    natsStatus ns = c->send_first ? c->send_first(c->send_ctx, m)
+                                  : natsConnection_PublishMsg(c->nc, m);
     natsMsg_Destroy(m);
     natshttp_head_free(call->req);
     call->req = NULL;
@@ -407,7 +411,7 @@ static void on_head(natshttp_call *call, natsMsg *msg)
                        (int64_t)(reply ? strlen(reply) : 0) + (int64_t)nh_wire_header_size(msg) +
                        (call->resp_cl > 0 ? call->resp_cl : 0);
         chunked = (te && strcmp(te, "chunked") == 0) ||
-                  size >= natsConnection_GetMaxPayload(call->c->nc);
+                  size >= call->max_payload;
     }
     call->deadline = 0;
     call->last_rx = nh_now_ms();
@@ -603,40 +607,47 @@ static void stray(natshttp_client *c, natsMsg *msg)
     natsMsg_Destroy(msg);
 }
 
+/* One item off the queue: a command or a message. False for CMD_STOP. */
+static bool dispatch_item(natshttp_client *c, void *item)
+{
+    if (NH_IS_CMD(item)) {
+        nh_cmd *cmd = NH_CMD_PTR(item);
+        int type = cmd->type;
+        uint64_t id = cmd->id;
+        free(cmd);
+        if (type == CMD_STOP)
+            return false;
+        pthread_mutex_lock(&c->mu);
+        natshttp_call *call = nh_table_get(&c->calls, id);
+        pthread_mutex_unlock(&c->mu);
+        if (call)
+            finish(call, NATSHTTP_CANCELLED);
+        return true;
+    }
+    natsMsg *msg = item;
+    uint64_t id = 0;
+    int64_t seq = -1;
+    natshttp_call *call = NULL;
+    if (nh_parse_ids(natsMsg_GetSubject(msg), strlen(c->inbox), &id, &seq)) {
+        pthread_mutex_lock(&c->mu);
+        call = nh_table_get(&c->calls, id);
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (call)
+        on_msg_for_call(call, msg);
+    else
+        stray(c, msg);
+    return true;
+}
+
 static void *dispatch_main(void *arg)
 {
     natshttp_client *c = arg;
-    size_t base = strlen(c->inbox);
     int64_t last_scan = nh_now_ms();
     for (;;) {
         void *item = nh_queue_pop(&c->q, TICK_MS);
-        if (item && NH_IS_CMD(item)) {
-            nh_cmd *cmd = NH_CMD_PTR(item);
-            int type = cmd->type;
-            uint64_t id = cmd->id;
-            free(cmd);
-            if (type == CMD_STOP)
-                break;
-            pthread_mutex_lock(&c->mu);
-            natshttp_call *call = nh_table_get(&c->calls, id);
-            pthread_mutex_unlock(&c->mu);
-            if (call)
-                finish(call, NATSHTTP_CANCELLED);
-        } else if (item) {
-            natsMsg *msg = item;
-            uint64_t id = 0;
-            int64_t seq = -1;
-            natshttp_call *call = NULL;
-            if (nh_parse_ids(natsMsg_GetSubject(msg), base, &id, &seq)) {
-                pthread_mutex_lock(&c->mu);
-                call = nh_table_get(&c->calls, id);
-                pthread_mutex_unlock(&c->mu);
-            }
-            if (call)
-                on_msg_for_call(call, msg);
-            else
-                stray(c, msg);
-        }
+        if (item && !dispatch_item(c, item))
+            break;
         int64_t now = nh_now_ms();
         if (now - last_scan >= TICK_MS) {
             last_scan = now;
@@ -646,11 +657,24 @@ static void *dispatch_main(void *arg)
     return NULL;
 }
 
-static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+void nh_client_deliver(natshttp_client *c, natsMsg *msg)
 {
-    natshttp_client *c = closure;
     if (nh_queue_push(&c->q, msg) != 0)
         natsMsg_Destroy(msg);
+}
+
+void nh_client_pump(natshttp_client *c)
+{
+    void *item;
+    while ((item = nh_queue_pop(&c->q, 0)) != NULL)
+        dispatch_item(c, item);
+}
+
+const char *nh_call_reply(const natshttp_call *call) { return call->reply; }
+
+static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    nh_client_deliver(closure, msg);
 }
 
 static void on_sub_complete(void *closure)
@@ -664,8 +688,8 @@ static void on_sub_complete(void *closure)
 
 /* ---- public ---------------------------------------------------------------------- */
 
-natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
-                                    const natshttp_client_options *opts)
+static natshttp_status client_new(natshttp_client **out, natsConnection *nc,
+                                  const natshttp_client_options *opts, bool own_thread)
 {
     if (!out || !nc || !opts || !nh_prefix_valid(opts->subject))
         return NATSHTTP_INVALID;
@@ -707,15 +731,33 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
         ns = natsSubscription_SetOnCompleteCB(c->sub, on_sub_complete, c);
     if (ns != NATS_OK)
         st = natshttp_status_from_nats(ns);
-    if (st == NATSHTTP_OK && pthread_create(&c->thread, NULL, dispatch_main, c) != 0)
+    if (st == NATSHTTP_OK && own_thread && pthread_create(&c->thread, NULL, dispatch_main, c) != 0)
         st = NATSHTTP_NOMEM;
     if (st != NATSHTTP_OK) {
         natshttp_client_free(c);
         return st;
     }
-    c->thread_started = true;
+    c->thread_started = own_thread;
     *out = c;
     return NATSHTTP_OK;
+}
+
+natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
+                                    const natshttp_client_options *opts)
+{
+    return client_new(out, nc, opts, true);
+}
+
+natshttp_status nh_client_new_pumped(natshttp_client **out, natsConnection *nc,
+                                     const natshttp_client_options *opts, nh_publish_fn first,
+                                     void *ctx)
+{
+    natshttp_status st = client_new(out, nc, opts, false);
+    if (st == NATSHTTP_OK) {
+        (*out)->send_first = first;
+        (*out)->send_ctx = ctx;
+    }
+    return st;
 }
 
 static void post_cmd(natshttp_client *c, int type, uint64_t id)
