@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs one libFuzzer target for a bounded time on a temporary copy of its seed
+# corpus (the committed corpus is never written to). Registered as a CTest
+# test by tests/fuzz/fuzz.cmake in a -DNATSHTTP_FUZZ=ON build.
+#
+#   run_fuzzer.sh FUZZER CORPUS_DIR SECONDS ARTIFACT_DIR [DICT]
+#
+# Fails (non-zero) on any crash, leak, failed invariant, sanitizer report,
+# per-input timeout or out-of-memory; the input that caused it is written to
+# ARTIFACT_DIR (crash-*, leak-*, timeout-*, oom-*).
+set -euo pipefail
+
+fuzzer=$1 corpus=$2 seconds=$3 artifacts=$4 dict=${5:-}
+work=$(mktemp -d "${TMPDIR:-/tmp}/natshttp-fuzz.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cp -R "$corpus"/. "$work/"
+mkdir -p "$artifacts"
+
+export ASAN_OPTIONS="detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+args=(-max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -max_len=16384
+      -use_value_profile=1 -print_final_stats=1 -artifact_prefix="$artifacts/")
+if [[ -n "$dict" ]]; then
+  args+=(-dict="$dict")
+fi
+printf 'fuzz: %s for %ss on a copy of %s (%s inputs)\n' "$(basename "$fuzzer")" "$seconds" \
+  "$corpus" "$(find "$work" -type f | wc -l)"
+exec "$fuzzer" "${args[@]}" "$work"
