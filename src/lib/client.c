@@ -428,6 +428,14 @@ static void on_head(natshttp_call *call, natsMsg *msg)
         finish(call, NATSHTTP_TRUNCATED);
         return;
     }
+    /* The body's first bytes ride in the head: they may not overrun it either. */
+    if (!single && !call->resp_no_body && call->resp_cl >= 0 && datalen > call->resp_cl) {
+        NH_LOG_W(COMP, "call %" PRIu64 ": body longer than Content-Length %" PRId64, call->id,
+                 call->resp_cl);
+        natsMsg_Destroy(msg);
+        finish(call, NATSHTTP_BAD_MESSAGE);
+        return;
+    }
     if (call->v2 && chunked) {
         call->credit = nh_credit_new(call->c->nc, call->c->window, NULL);
         if (!call->credit) {
