@@ -55,15 +55,22 @@ static natsStatus add_fields(natsMsg *m, const natshttp_head *h)
     return s;
 }
 
-/* Restores the empty-valued fields named in Natshttp-Empty. */
+/* Restores the empty-valued fields named in Natshttp-Empty, except those
+ * copy_fields leaves out: the wire's own and the framing. */
 static natshttp_status restore_empty(natsMsg *msg, natshttp_head *h)
 {
     const char *list = nh_msg_header(msg, NH_HDR_EMPTY);
     natshttp_status st = NATSHTTP_OK;
     while (list && *list && st == NATSHTTP_OK) {
         size_t n = strcspn(list, ",");
-        if (n > 0)
-            st = natshttp_head_addn(h, list, n, "", 0);
+        if (n > 0) {
+            char *name = strndup(list, n);
+            if (!name)
+                return NATSHTTP_NOMEM;
+            if (!nh_is_wire_header(name) && strcasecmp(name, "Transfer-Encoding") != 0)
+                st = natshttp_head_addn(h, list, n, "", 0);
+            free(name);
+        }
         list += n;
         if (*list == ',')
             list++;
