@@ -408,10 +408,10 @@ static void on_head(natshttp_call *call, natsMsg *msg)
     if (!call->resp_no_body) {
         const char *te = nh_msg_header(msg, "Transfer-Encoding");
         int64_t size = (int64_t)strlen(natsMsg_GetSubject(msg)) +
-                       (int64_t)(reply ? strlen(reply) : 0) + (int64_t)nh_wire_header_size(msg) +
-                       (call->resp_cl > 0 ? call->resp_cl : 0);
+                       (int64_t)(reply ? strlen(reply) : 0) + (int64_t)nh_wire_header_size(msg);
+        /* size + Content-Length >= max payload, without overflow for a huge length */
         chunked = (te && strcmp(te, "chunked") == 0) ||
-                  size >= call->max_payload;
+                  (call->resp_cl > 0 ? call->resp_cl : 0) >= call->max_payload - size;
     }
     call->deadline = 0;
     call->last_rx = nh_now_ms();
@@ -868,7 +868,7 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
         }
         call->head_size = head_size;
     }
-    if (st == NATSHTTP_OK && body && body_len >= 0 && head_size + body_len > call->max_payload)
+    if (st == NATSHTTP_OK && body && body_len >= 0 && body_len > call->max_payload - head_size)
         st = NATSHTTP_BODY_TOO_LARGE;   /* a body given here must fit one message */
     if (st == NATSHTTP_OK) {
         pthread_mutex_lock(&c->mu);
@@ -885,7 +885,7 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
     if (body_len == -1 || (body_len >= 0 && body)) {
         call->tx = TX_DONE;
         st = publish_first(call, false, body, body_len > 0 ? (size_t)body_len : 0, true);
-    } else if (body_len >= 0 && head_size + body_len <= call->max_payload) {
+    } else if (body_len >= 0 && body_len <= call->max_payload - head_size) {
         call->tx = TX_COLLECT;
         call->buf = malloc(body_len > 0 ? (size_t)body_len : 1);
         if (!call->buf)

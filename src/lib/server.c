@@ -234,7 +234,7 @@ natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64
         st = publish_head(t, NULL, 0);
     } else {
         t->head_size = head_wire_size(t);   /* measured once: the head is fixed now */
-        if (cl > 0 && (int64_t)t->head_size + cl < t->max_payload - NH_SUBJECT_ROOM) {
+        if (cl > 0 && cl < t->max_payload - NH_SUBJECT_ROOM - (int64_t)t->head_size) {
             t->mode = R_SINGLE;
             t->buf = malloc((size_t)cl);
             if (!t->buf)

@@ -209,7 +209,8 @@ natshttp_status nh_wire_request_is_chunked(natsMsg *msg, int64_t max_payload, bo
     int64_t size = (int64_t)strlen(natsMsg_GetSubject(msg)) +
                    (int64_t)(natsMsg_GetReply(msg) ? strlen(natsMsg_GetReply(msg)) : 0) +
                    (int64_t)nh_wire_header_size(msg);
-    *chunked = (te && strcmp(te, "chunked") == 0) || size + len > max_payload;
+    /* size + len > max_payload, without overflow for a huge Content-Length */
+    *chunked = (te && strcmp(te, "chunked") == 0) || len > max_payload - size;
     return NATSHTTP_OK;
 }
 
