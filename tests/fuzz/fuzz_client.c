@@ -6,7 +6,8 @@
  * never connects (its server address refuses connections): what the client
  * publishes (the request, credits, cancels, upload pieces) is held in
  * nats.c's reconnect buffer and never sent. The connection is replaced
- * every CONN_USES inputs so that buffer never fills.
+ * every CONN_USES inputs, and an input uploads at most MAX_UPLOAD bytes, so
+ * that buffer never fills.
  *
  * Input: one config byte, then records until the input ends:
  *     kind u8 | a u8 | b u16 | hlen u8 | hlen header bytes | dlen u16 | data
@@ -28,7 +29,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CONN_USES 64
+#define CONN_USES 16
+#define MAX_UPLOAD (1024 * 1024)   /* per input: CONN_USES of them fit the reconnect buffer */
 #define MAX_RECORDS 128
 #define PREFIX "demo.site"
 #define SRV_CTL "_INBOX.srv.77"
@@ -273,6 +275,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     snprintf(reply, sizeof reply, "%s", inbox_reply);
     snprintf(inbox, sizeof inbox, "%.*s", (int)(strrchr(reply, '.') - reply), reply);
     int64_t next_seq = 0, sent = 0;
+    size_t uploaded = 0;
 
     for (int r = 0; r < MAX_RECORDS && in.n > 0; r++) {
         int kind = fz_u8(&in) % K_COUNT;
@@ -359,11 +362,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         case K_WRITE:
-            if (s.call && body_lens[req_kind] != -1) {
+            if (s.call && body_lens[req_kind] != -1 && uploaded + b <= MAX_UPLOAD) {
                 size_t taken = 0;
                 size_t n = b;   /* zeros holds any u16 */
                 (void)natshttp_call_write(s.call, zeros, n, &taken);
                 FUZZ_CHECK(taken <= n);
+                uploaded += taken;
             }
             break;
         case K_END_BODY:
