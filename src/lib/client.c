@@ -330,7 +330,8 @@ static void on_credit(natshttp_call *call, natsMsg *msg, int64_t n)
 {
     bool writable;
     pthread_mutex_lock(&call->mu);
-    call->tx_allowed += n;
+    /* n is any u63 a peer sends: saturate instead of overflowing */
+    call->tx_allowed = call->tx_allowed > INT64_MAX - n ? INT64_MAX : call->tx_allowed + n;
     call->last_tx = nh_now_ms();
     writable = call->want_writable && call->tx == TX_STREAM;
     if (writable)

@@ -644,8 +644,8 @@ static void on_private_msg(natshttp_server *s, natsMsg *msg)
     } else if (credit) {
         int64_t n = nh_parse_u63(credit);
         pthread_mutex_lock(&t->mu);
-        if (n > 0)
-            t->allowed += n;
+        if (n > 0)   /* any u63 a peer sends: saturate instead of overflowing */
+            t->allowed = t->allowed > INT64_MAX - n ? INT64_MAX : t->allowed + n;
         t->last_progress = nh_now_ms();
         pthread_mutex_unlock(&t->mu);
         wake_writer(s, t);
