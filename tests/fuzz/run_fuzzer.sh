@@ -25,4 +25,6 @@ if [[ -n "$dict" ]]; then
 fi
 printf 'fuzz: %s for %ss on a copy of %s (%s inputs)\n' "$(basename "$fuzzer")" "$seconds" \
   "$corpus" "$(find "$work" -type f | wc -l)"
-exec "$fuzzer" "${args[@]}" "$work"
+status=0
+"$fuzzer" "${args[@]}" "$work" || status=$?
+exit "$status"
