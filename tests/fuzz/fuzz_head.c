@@ -183,8 +183,13 @@ static void response(natsMsg *m)
             NATSHTTP_OK) {
             natshttp_head *resp2 = NULL;
             natshttp_head_new(&resp2, 0);
-            FUZZ_CHECK(nh_wire_parse_response(again, resp2) == NATSHTTP_OK);
-            FUZZ_CHECK(natshttp_head_status(resp2) == status);
+            natshttp_status st2 = nh_wire_parse_response(again, resp2);
+            if (st2 != NATSHTTP_OK && !nats_prefix_clash(resp)) {
+                dump("decoded", resp);
+                fprintf(stderr, "again: %s\n", natshttp_status_text(st2));
+                FUZZ_CHECK(!"a decoded response head decodes again");
+            }
+            FUZZ_CHECK(st2 != NATSHTTP_OK || natshttp_head_status(resp2) == status);
             natshttp_head_remove(resp, "Content-Length");   /* framing: the library's */
             natshttp_head_remove(resp2, "Content-Length");
             check_same(resp, resp2);
