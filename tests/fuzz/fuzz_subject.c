@@ -10,7 +10,9 @@
  * prefix, fits the buffer exactly when the buffer is large enough, and maps
  * back to the same method and path on the server side; whatever a decoder
  * accepts re-encodes to exactly the subject it came from (so no two
- * subjects reach a server as one path).
+ * subjects reach a server as one path); in a layout marked injective two
+ * different paths never share a subject (compat is not: it splits on '.'
+ * and '/' alike, and marking it injective makes the seeds fail).
  *
  * Layouts. Each entry of `layouts` below is an encoder (the signature of
  * natshttp_subject_compat) plus an optional decoder recovering method and
@@ -225,6 +227,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t small_cap = 1 + (size_t)(flags >> 1) * 4;   /* 1..509: exercises the bound */
     for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++)
         check_layout(&layouts[i], prefix, method, path, plen, small_cap);
+
+    /* Collision-free layouts: two different paths never get one subject. The
+     * pairs: raw and decoded bytes; the decoded path and the same with every
+     * '.' a '/' (which compat, splitting on both, maps to one subject). */
+    char *slashed = malloc(dl + 1);
+    for (size_t i = 0; i <= dl; i++)
+        slashed[i] = dec[i] == '.' ? '/' : dec[i];
+    const char *pa[2] = {(const char *)raw, slashed};
+    size_t la[2] = {rl, dl};
+    for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++) {
+        const layout *l = &layouts[i];
+        static char s1[NH_MAX_SUBJECT * 4], s2[NH_MAX_SUBJECT * 4];
+        for (int k = 0; l->injective && k < 2; k++) {
+            if (la[k] == dl && memcmp(pa[k], dec, dl) == 0)
+                continue;
+            if (l->encode(s1, sizeof s1, prefix, method, pa[k], la[k]) == NATSHTTP_OK &&
+                l->encode(s2, sizeof s2, prefix, method, dec, dl) == NATSHTTP_OK)
+                FUZZ_CHECK(strcmp(s1, s2) != 0);
+        }
+    }
+    free(slashed);
 
     /* The same bytes as a subject from the wire, with X-Path = the decoded path. */
     char *subject = fz_str(raw, rl), *xpath = fz_str((const uint8_t *)dec, dl);
