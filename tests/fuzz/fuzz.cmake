@@ -29,6 +29,7 @@ foreach(t ${NATSHTTP_FUZZ_TARGETS})
   else()
     add_test(NAME fuzz_replay_${t} COMMAND fuzz_${t} ${NATSHTTP_FUZZ_DIR}/corpus/${t})
     set_tests_properties(fuzz_replay_${t} PROPERTIES TIMEOUT 120 LABELS fuzz
-                         ENVIRONMENT "NATSHTTP_FUZZ_LOG=3")
+                         ENVIRONMENT "NATSHTTP_FUZZ_LOG=3;LSAN_OPTIONS=suppressions=${NATSHTTP_FUZZ_DIR}/lsan.supp"
+                         ENVIRONMENT_MODIFICATION "ASAN_OPTIONS=string_append::fast_unwind_on_malloc=0")
   endif()
 endforeach()

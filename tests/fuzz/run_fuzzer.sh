@@ -16,8 +16,11 @@ trap 'rm -rf "$work"' EXIT
 cp -R "$corpus"/. "$work/"
 mkdir -p "$artifacts"
 
-export ASAN_OPTIONS="detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+# Slow unwinding reaches into libnats (built without frame pointers), so that
+# lsan.supp can name the nats.c function a leak comes from.
+export ASAN_OPTIONS="detect_leaks=1:fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export LSAN_OPTIONS="suppressions=$(dirname "$0")/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 args=(-max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -max_len=16384
       -use_value_profile=1 -print_final_stats=1 -artifact_prefix="$artifacts/")
 if [[ -n "$dict" ]]; then
