@@ -508,14 +508,12 @@ static void on_body_msg(natshttp_call *call, natsMsg *msg)
         call->rx_seq++;
         if (end) {
             int64_t total = nh_parse_u63(end);
-            natsMsg_Destroy(msg);
-            if (total != call->received || (call->resp_cl >= 0 && total != call->resp_cl)) {
+            bool whole = total == call->received && (call->resp_cl < 0 || total == call->resp_cl);
+            if (!whole)   /* end points into msg: log before it is destroyed */
                 NH_LOG_W(COMP, "call %" PRIu64 ": body of %" PRId64 " bytes, the server sent %s",
                          call->id, call->received, end);
-                finish(call, NATSHTTP_TRUNCATED);
-            } else {
-                finish(call, NATSHTTP_OK);
-            }
+            natsMsg_Destroy(msg);
+            finish(call, whole ? NATSHTTP_OK : NATSHTTP_TRUNCATED);
             return;
         }
         if (len == 0) {
