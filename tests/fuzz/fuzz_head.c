@@ -189,7 +189,8 @@ static void response(natsMsg *m)
                 fprintf(stderr, "again: %s\n", natshttp_status_text(st2));
                 FUZZ_CHECK(!"a decoded response head decodes again");
             }
-            FUZZ_CHECK(st2 != NATSHTTP_OK || natshttp_head_status(resp2) == status);
+            FUZZ_CHECK(st2 != NATSHTTP_OK || natshttp_head_status(resp2) == status ||
+                       nats_prefix_clash(resp));
             natshttp_head_remove(resp, "Content-Length");   /* framing: the library's */
             natshttp_head_remove(resp2, "Content-Length");
             check_same(resp, resp2);
