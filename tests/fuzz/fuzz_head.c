@@ -146,14 +146,17 @@ static void request(natsMsg *m)
             char *raw2 = NULL, *dec2 = NULL;
             size_t dl2 = 0;
             natshttp_head_new(&req2, 0);
-            FUZZ_CHECK(nh_wire_parse_request(again, PREFIX, req2, &raw2, &dec2, &dl2) ==
-                       NATSHTTP_OK);
+            natshttp_status st2 = nh_wire_parse_request(again, PREFIX, req2, &raw2, &dec2, &dl2);
+            FUZZ_CHECK(st2 == NATSHTTP_OK || nats_prefix_clash(req));
+            if (st2 != NATSHTTP_OK)
+                goto again_done;
             FUZZ_CHECK(dl2 == dl && memcmp(dec2, dec, dl) == 0);
             FUZZ_CHECK(strcmp(natshttp_head_query(req2), natshttp_head_query(req)) == 0);
             /* Content-Length is the library's: the re-encoding writes it once. */
             natshttp_head_remove(req, "Content-Length");
             natshttp_head_remove(req2, "Content-Length");
             check_same(req, req2);
+        again_done:
             free(raw2);
             free(dec2);
             natshttp_head_free(req2);
