@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run every test: install what is needed, build, run CTest; then build with
+# Run every test: install what is needed, build, run CTest; then fuzz each
+# libFuzzer target for a minute (scripts/fuzz.sh); then build with
 # AddressSanitizer + UndefinedBehaviorSanitizer and run CTest again.
 #
 # Exits non-zero if anything fails. It stops at the first failing step unless
@@ -8,9 +9,9 @@
 # lines of output are CTest's own summary.
 #
 # Environment: NATSHTTP_SKIP_APT=1 (skip package installation),
-# NATSHTTP_KEEP_GOING=1, CTEST_PARALLEL_LEVEL (CTest's own; default 2 here: the
-# suite is mostly waiting on sockets and processes, and runs serially in about
-# twice the time),
+# NATSHTTP_KEEP_GOING=1, NATSHTTP_FUZZ_SECONDS (per fuzz target; default 60),
+# CTEST_PARALLEL_LEVEL (CTest's own; default 2 here: the suite is mostly
+# waiting on sockets and processes, and runs serially in about twice the time),
 # and CC / ASAN_OPTIONS / UBSAN_OPTIONS (user values are appended and win).
 set -euo pipefail
 
@@ -29,6 +30,16 @@ bash scripts/build.sh "$root/build"
 printf '\ntest: ctest in build/\n'
 (cd "$root/build" && ctest "${ctest_args[@]}") || status=$?
 
+if [[ $status -ne 0 && "${NATSHTTP_KEEP_GOING:-0}" != 1 ]]; then
+  exit "$status"
+fi
+
+# libFuzzer targets (tests/fuzz), about a minute each, with ASan + UBSan.
+fuzz_status=0
+bash scripts/fuzz.sh "${NATSHTTP_FUZZ_SECONDS:-60}" || fuzz_status=$?
+if [[ $status -eq 0 ]]; then
+  status=$fuzz_status
+fi
 if [[ $status -ne 0 && "${NATSHTTP_KEEP_GOING:-0}" != 1 ]]; then
   exit "$status"
 fi

@@ -93,6 +93,8 @@ struct natshttp_client {
     int64_t timeout_ms, idle_ms, window;
     size_t max_head;
     nh_hooks hooks;
+    nh_publish_fn send_first;      /* NULL: to nc (see nh_client_new_pumped) */
+    void *send_ctx;
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     bool sub_done;
@@ -128,7 +130,9 @@ static natshttp_status publish_first(natshttp_call *call, bool chunked, const vo
     call->first_sent = true;
     if (last)   /* the whole request is out: the response is due */
         call->deadline = nh_now_ms() + call->c->timeout_ms;
-    natsStatus ns = natsConnection_PublishMsg(call->c->nc, m);
+    natshttp_client *c = call->c;
+    natsStatus ns = c->send_first ? c->send_first(c->send_ctx, m)
+                                  : natsConnection_PublishMsg(c->nc, m);
     natsMsg_Destroy(m);
     nh_flush_kick(call->c->nc);
     natshttp_head_free(call->req);
@@ -346,7 +350,8 @@ static void on_credit(natshttp_call *call, natsMsg *msg, int64_t n)
 {
     bool writable;
     pthread_mutex_lock(&call->mu);
-    call->tx_allowed += n;
+    /* n is any u63 a peer sends: saturate instead of overflowing */
+    call->tx_allowed = call->tx_allowed > INT64_MAX - n ? INT64_MAX : call->tx_allowed + n;
     call->last_tx = nh_now_ms();
     writable = call->want_writable && call->tx == TX_STREAM;
     if (writable)
@@ -427,10 +432,10 @@ static void on_head(natshttp_call *call, natsMsg *msg)
     if (!call->resp_no_body) {
         const char *te = nh_msg_header(msg, "Transfer-Encoding");
         int64_t size = (int64_t)strlen(natsMsg_GetSubject(msg)) +
-                       (int64_t)(reply ? strlen(reply) : 0) + (int64_t)nh_wire_header_size(msg) +
-                       (call->resp_cl > 0 ? call->resp_cl : 0);
+                       (int64_t)(reply ? strlen(reply) : 0) + (int64_t)nh_wire_header_size(msg);
+        /* size + Content-Length >= max payload, without overflow for a huge length */
         chunked = (te && strcmp(te, "chunked") == 0) ||
-                  size >= natsConnection_GetMaxPayload(call->c->nc);
+                  (call->resp_cl > 0 ? call->resp_cl : 0) >= call->max_payload - size;
     }
     call->deadline = 0;
     call->last_rx = nh_now_ms();
@@ -445,6 +450,14 @@ static void on_head(natshttp_call *call, natsMsg *msg)
                  datalen, call->resp_cl);
         natsMsg_Destroy(msg);
         finish(call, NATSHTTP_TRUNCATED);
+        return;
+    }
+    /* The body's first bytes ride in the head: they may not overrun it either. */
+    if (!single && !call->resp_no_body && call->resp_cl >= 0 && datalen > call->resp_cl) {
+        NH_LOG_W(COMP, "call %" PRIu64 ": body longer than Content-Length %" PRId64, call->id,
+                 call->resp_cl);
+        natsMsg_Destroy(msg);
+        finish(call, NATSHTTP_BAD_MESSAGE);
         return;
     }
     if (call->v2 && chunked) {
@@ -518,14 +531,12 @@ static void on_body_msg(natshttp_call *call, natsMsg *msg)
         call->rx_seq++;
         if (end) {
             int64_t total = nh_parse_u63(end);
-            natsMsg_Destroy(msg);
-            if (total != call->received || (call->resp_cl >= 0 && total != call->resp_cl)) {
+            bool whole = total == call->received && (call->resp_cl < 0 || total == call->resp_cl);
+            if (!whole)   /* end points into msg: log before it is destroyed */
                 NH_LOG_W(COMP, "call %" PRIu64 ": body of %" PRId64 " bytes, the server sent %s",
                          call->id, call->received, end);
-                finish(call, NATSHTTP_TRUNCATED);
-            } else {
-                finish(call, NATSHTTP_OK);
-            }
+            natsMsg_Destroy(msg);
+            finish(call, whole ? NATSHTTP_OK : NATSHTTP_TRUNCATED);
             return;
         }
         if (len == 0) {
@@ -776,44 +787,51 @@ static void on_denied(natshttp_client *c, const char *subject)
     }
 }
 
+/* One item off the queue: a command or a message. False for CMD_STOP. */
+static bool dispatch_item(natshttp_client *c, void *item)
+{
+    if (NH_IS_CMD(item)) {
+        nh_cmd *cmd = NH_CMD_PTR(item);
+        int type = cmd->type;
+        uint64_t id = cmd->id;
+        if (type == CMD_DENIED)
+            on_denied(c, ((denied_cmd *)cmd)->subject);
+        free(cmd);
+        if (type == CMD_STOP)
+            return false;
+        if (type == CMD_DENIED)
+            return true;
+        pthread_mutex_lock(&c->mu);
+        natshttp_call *call = nh_table_get(&c->calls, id);
+        pthread_mutex_unlock(&c->mu);
+        if (call)
+            finish(call, NATSHTTP_CANCELLED);
+        return true;
+    }
+    natsMsg *msg = item;
+    uint64_t id = 0;
+    int64_t seq = -1;
+    natshttp_call *call = NULL;
+    if (nh_parse_ids(natsMsg_GetSubject(msg), strlen(c->inbox), &id, &seq)) {
+        pthread_mutex_lock(&c->mu);
+        call = nh_table_get(&c->calls, id);
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (call)
+        on_msg_for_call(call, msg);
+    else
+        stray(c, msg);
+    return true;
+}
+
 static void *dispatch_main(void *arg)
 {
     natshttp_client *c = arg;
-    size_t base = strlen(c->inbox);
     int64_t last_scan = nh_now_ms();
     for (;;) {
         void *item = nh_queue_pop(&c->q, TICK_MS);
-        if (item && NH_IS_CMD(item)) {
-            nh_cmd *cmd = NH_CMD_PTR(item);
-            int type = cmd->type;
-            uint64_t id = cmd->id;
-            if (type == CMD_DENIED)
-                on_denied(c, ((denied_cmd *)cmd)->subject);
-            free(cmd);
-            if (type == CMD_STOP)
-                break;
-            if (type == CMD_DENIED)
-                continue;
-            pthread_mutex_lock(&c->mu);
-            natshttp_call *call = nh_table_get(&c->calls, id);
-            pthread_mutex_unlock(&c->mu);
-            if (call)
-                finish(call, NATSHTTP_CANCELLED);
-        } else if (item) {
-            natsMsg *msg = item;
-            uint64_t id = 0;
-            int64_t seq = -1;
-            natshttp_call *call = NULL;
-            if (nh_parse_ids(natsMsg_GetSubject(msg), base, &id, &seq)) {
-                pthread_mutex_lock(&c->mu);
-                call = nh_table_get(&c->calls, id);
-                pthread_mutex_unlock(&c->mu);
-            }
-            if (call)
-                on_msg_for_call(call, msg);
-            else
-                stray(c, msg);
-        }
+        if (item && !dispatch_item(c, item))
+            break;
         int64_t now = nh_now_ms();
         if (now - last_scan >= TICK_MS) {
             last_scan = now;
@@ -824,11 +842,24 @@ static void *dispatch_main(void *arg)
     return NULL;
 }
 
-static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+void nh_client_deliver(natshttp_client *c, natsMsg *msg)
 {
-    natshttp_client *c = closure;
     if (nh_queue_push(&c->q, msg) != 0)
         natsMsg_Destroy(msg);
+}
+
+void nh_client_pump(natshttp_client *c)
+{
+    void *item;
+    while ((item = nh_queue_pop(&c->q, 0)) != NULL)
+        dispatch_item(c, item);
+}
+
+const char *nh_call_reply(const natshttp_call *call) { return call->reply; }
+
+static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    nh_client_deliver(closure, msg);
 }
 
 static void on_sub_complete(void *closure)
@@ -842,8 +873,8 @@ static void on_sub_complete(void *closure)
 
 /* ---- public ---------------------------------------------------------------------- */
 
-natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
-                                    const natshttp_client_options *opts)
+static natshttp_status client_new(natshttp_client **out, natsConnection *nc,
+                                  const natshttp_client_options *opts, bool own_thread)
 {
     if (!out || !nc || !opts || !nh_prefix_valid(opts->subject))
         return NATSHTTP_INVALID;
@@ -894,15 +925,33 @@ natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
         ns = natsSubscription_SetOnCompleteCB(c->sub, on_sub_complete, c);
     if (ns != NATS_OK)
         st = natshttp_status_from_nats(ns);
-    if (st == NATSHTTP_OK && pthread_create(&c->thread, NULL, dispatch_main, c) != 0)
+    if (st == NATSHTTP_OK && own_thread && pthread_create(&c->thread, NULL, dispatch_main, c) != 0)
         st = NATSHTTP_NOMEM;
     if (st != NATSHTTP_OK) {
         natshttp_client_free(c);
         return st;
     }
-    c->thread_started = true;
+    c->thread_started = own_thread;
     *out = c;
     return NATSHTTP_OK;
+}
+
+natshttp_status natshttp_client_new(natshttp_client **out, natsConnection *nc,
+                                    const natshttp_client_options *opts)
+{
+    return client_new(out, nc, opts, true);
+}
+
+natshttp_status nh_client_new_pumped(natshttp_client **out, natsConnection *nc,
+                                     const natshttp_client_options *opts, nh_publish_fn first,
+                                     void *ctx)
+{
+    natshttp_status st = client_new(out, nc, opts, false);
+    if (st == NATSHTTP_OK) {
+        (*out)->send_first = first;
+        (*out)->send_ctx = ctx;
+    }
+    return st;
 }
 
 static void post_cmd(natshttp_client *c, int type, uint64_t id)
@@ -967,8 +1016,8 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
         return NATSHTTP_BAD_METHOD;
     /* While nats.c reconnects it would buffer the request and the call would
      * wait for its timeout: say at once that NATS is not there. */
-    if (natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED)
-        return NATSHTTP_NATS;
+    if (!c->send_first && natsConnection_Status(c->nc) != NATS_CONN_STATUS_CONNECTED)
+        return NATSHTTP_NATS;   /* (a pumped client, for the fuzzer, has no live connection) */
 
     natshttp_call *call = calloc(1, sizeof *call);
     if (!call)
@@ -1012,7 +1061,7 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
         }
         call->head_size = head_size;
     }
-    if (st == NATSHTTP_OK && body && body_len >= 0 && head_size + body_len > call->max_payload)
+    if (st == NATSHTTP_OK && body && body_len >= 0 && body_len > call->max_payload - head_size)
         st = NATSHTTP_BODY_TOO_LARGE;   /* a body given here must fit one message */
     if (st == NATSHTTP_OK) {
         pthread_mutex_lock(&c->mu);
@@ -1029,7 +1078,7 @@ natshttp_status natshttp_call_start(natshttp_call **out, natshttp_client *c,
     if (body_len == -1 || (body_len >= 0 && body)) {
         call->tx = TX_DONE;
         st = publish_first(call, false, body, body_len > 0 ? (size_t)body_len : 0, true);
-    } else if (body_len >= 0 && head_size + body_len <= call->max_payload) {
+    } else if (body_len >= 0 && body_len <= call->max_payload - head_size) {
         call->tx = TX_COLLECT;
         call->buf = malloc(body_len > 0 ? (size_t)body_len : 1);
         if (!call->buf)

@@ -149,6 +149,24 @@ size_t nh_wire_header_size(natsMsg *msg);
 /* The peer's rule: does the first message announce a body that follows in further messages? */
 natshttp_status nh_wire_request_is_chunked(natsMsg *msg, int64_t max_payload, bool *chunked);
 
+/* ---- the client's receiving side without its thread (tests, fuzzers) ----
+ * nh_client_deliver hands a message to the client exactly as its
+ * subscription does (onto the dispatch queue). A client made by
+ * nh_client_new_pumped has no dispatch thread: nh_client_pump runs, on the
+ * caller's thread, what that thread would do with everything queued so far
+ * (callbacks included), without timeout checks. Its first message of each
+ * request goes to `first` (if not NULL) instead of nc: nats.c 3.4 refuses a
+ * message with headers on a connection that has never connected, and a
+ * fuzzer's connection never does. nh_call_reply is the call's reply
+ * subject, "<inbox>.<id>", that its response messages arrive on. */
+typedef natsStatus (*nh_publish_fn)(void *ctx, natsMsg *msg);
+void nh_client_deliver(natshttp_client *c, natsMsg *msg);
+natshttp_status nh_client_new_pumped(natshttp_client **out, natsConnection *nc,
+                                     const natshttp_client_options *opts, nh_publish_fn first,
+                                     void *ctx);
+void nh_client_pump(natshttp_client *c);
+const char *nh_call_reply(const natshttp_call *call);
+
 /* ---- a small FIFO of pointers, for handing work between threads ---- */
 typedef struct nh_queue {
     pthread_mutex_t mu;

@@ -263,7 +263,7 @@ natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64
         st = publish_head(t, NULL, 0);
     } else {
         t->head_size = head_wire_size(t);   /* measured once: the head is fixed now */
-        if (cl > 0 && (int64_t)t->head_size + cl < t->max_payload - NH_SUBJECT_ROOM) {
+        if (cl > 0 && cl < t->max_payload - NH_SUBJECT_ROOM - (int64_t)t->head_size) {
             t->mode = R_SINGLE;
             t->buf = malloc((size_t)cl);
             if (!t->buf)
@@ -738,8 +738,8 @@ static void on_private_msg(natshttp_server *s, natsMsg *msg)
     } else if (credit) {
         int64_t n = nh_parse_u63(credit);
         pthread_mutex_lock(&t->mu);
-        if (n > 0)
-            t->allowed += n;
+        if (n > 0)   /* any u63 a peer sends: saturate instead of overflowing */
+            t->allowed = t->allowed > INT64_MAX - n ? INT64_MAX : t->allowed + n;
         t->last_progress = nh_now_ms();
         pthread_mutex_unlock(&t->mu);
         wake_writer(s, t);

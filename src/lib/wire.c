@@ -55,15 +55,22 @@ static natsStatus add_fields(natsMsg *m, const natshttp_head *h)
     return s;
 }
 
-/* Restores the empty-valued fields named in Natshttp-Empty. */
+/* Restores the empty-valued fields named in Natshttp-Empty, except those
+ * copy_fields leaves out: the wire's own and the framing. */
 static natshttp_status restore_empty(natsMsg *msg, natshttp_head *h)
 {
     const char *list = nh_msg_header(msg, NH_HDR_EMPTY);
     natshttp_status st = NATSHTTP_OK;
     while (list && *list && st == NATSHTTP_OK) {
         size_t n = strcspn(list, ",");
-        if (n > 0)
-            st = natshttp_head_addn(h, list, n, "", 0);
+        if (n > 0) {
+            char *name = strndup(list, n);
+            if (!name)
+                return NATSHTTP_NOMEM;
+            if (!nh_is_wire_header(name) && strcasecmp(name, "Transfer-Encoding") != 0)
+                st = natshttp_head_addn(h, list, n, "", 0);
+            free(name);
+        }
         list += n;
         if (*list == ',')
             list++;
@@ -217,7 +224,8 @@ natshttp_status nh_wire_request_is_chunked(natsMsg *msg, int64_t max_payload, bo
     int64_t size = (int64_t)strlen(natsMsg_GetSubject(msg)) +
                    (int64_t)(natsMsg_GetReply(msg) ? strlen(natsMsg_GetReply(msg)) : 0) +
                    (int64_t)nh_wire_header_size(msg);
-    *chunked = (te && strcmp(te, "chunked") == 0) || size + len > max_payload;
+    /* size + len > max_payload, without overflow for a huge Content-Length */
+    *chunked = (te && strcmp(te, "chunked") == 0) || len > max_payload - size;
     return NATSHTTP_OK;
 }
 
