@@ -1,6 +1,7 @@
 /* gateway.c - nats-http gateway: an HTTP listener in front of a NATS subject. */
 #include "cli.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,13 @@ int cmd_gateway(int argc, char **argv)
         listen = strdup(cfg.listen);
         if (!listen || cli_split_addr(listen, &addr, &port) != 0)
             rc = cli_usage_error("gateway", "--listen wants ADDR:PORT, not '%s'", cfg.listen);
+    }
+    if (rc == 0) {
+        /* Say so before connecting to NATS, not after. */
+        unsigned char ip[sizeof(struct in6_addr)];
+        if (inet_pton(AF_INET, addr, ip) != 1 && inet_pton(AF_INET6, addr, ip) != 1)
+            rc = cli_usage_error("gateway", "--listen wants an IP address (IPv4, or IPv6 in []), not '%s'",
+                                 addr);
     }
     if (rc != 0)
         goto out;

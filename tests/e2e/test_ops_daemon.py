@@ -303,6 +303,15 @@ class ConfigTest(harness.E2ETestCase):
         self.assertTrue(out.startswith(b"HTTP/1.1 200 OK\r\n"), out)
         self.assertTrue(out.endswith(b"\r\n\r\n" + self.files["/hello.txt"]), out)
 
+    def test_listen_address_checked_before_nats(self):
+        # no NATS server at that URL: the bad address is what gets reported
+        for listen in ("localhost:0", "999.1.1.1:5", "[::1:0"):
+            rc, _, err = harness.nats_http("gateway", "--subject", SUBJ, "--listen", listen,
+                                           "--server", "nats://127.0.0.1:1")
+            self.assertEqual(rc, 2, f"{listen}: {err}")
+            self.assertIn("--listen wants", err, listen)
+            self.assertNotIn("cannot connect to NATS", err, listen)
+
     def test_unknown_option_names_the_line(self):
         conf = self.conf("# ok\nsubject x\nbogus 1\n")
         rc, _, err = harness.nats_http("gateway", "--config", conf)
