@@ -982,13 +982,7 @@ static void *watch_main(void *arg)
     natshttp_gateway *g = arg;
     pthread_mutex_lock(&g->wmu);
     while (!g->watch_stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 500 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = nh_deadline(CLOCK_REALTIME, 500);
         pthread_cond_timedwait(&g->wcv, &g->wmu, &until);
         int64_t now = nh_now_ms();
         pthread_mutex_lock(&g->cmu);

@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 /* Wire names (docs/protocol.md). */
 #define NH_HDR_PATH "X-Path"
@@ -52,6 +53,8 @@ void nh_flush_kick(natsConnection *nc);
 
 /* ---- time ---- */
 int64_t nh_now_ms(void);
+/* The time ms milliseconds from now on clock clk, for pthread_cond_timedwait. */
+struct timespec nh_deadline(clockid_t clk, int64_t ms);
 
 /* ---- metrics (metrics.c); every function accepts m == NULL and does nothing ---- */
 void nh_metrics_begin(natshttp_metrics *m);

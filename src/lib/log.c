@@ -18,6 +18,19 @@ int64_t nh_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+struct timespec nh_deadline(clockid_t clk, int64_t ms)
+{
+    struct timespec t;
+    clock_gettime(clk, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
 void natshttp_log(natshttp_log_level level, const char *component, const char *fmt, ...)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};

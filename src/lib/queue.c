@@ -60,13 +60,7 @@ void *nh_queue_pop(nh_queue *q, int64_t timeout_ms)
 {
     struct timespec until;
     if (timeout_ms >= 0) {
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += timeout_ms / 1000;
-        until.tv_nsec += (timeout_ms % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        until = nh_deadline(CLOCK_MONOTONIC, timeout_ms);
     }
     pthread_mutex_lock(&q->mu);
     while (q->len == 0 && !q->closed) {

@@ -1063,13 +1063,7 @@ natshttp_status natshttp_server_drain(natshttp_server *s, int64_t timeout_ms)
         pthread_mutex_lock(&s->done_mu);
         while (s->subs_done < 1 && nh_now_ms() < until &&
                natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 20 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = nh_deadline(CLOCK_REALTIME, 20);
             pthread_cond_timedwait(&s->done_cv, &s->done_mu, &ts);
         }
         pthread_mutex_unlock(&s->done_mu);
