@@ -84,13 +84,30 @@ static void put_token(sbuf *b, const char *s, size_t n)
     }
 }
 
-natshttp_status natshttp_subject_compat(char *out, size_t cap, const char *prefix,
-                                        const char *method, const char *path, size_t len)
+/* What both layouts ask of their arguments. */
+static natshttp_status subject_args(const char *out, size_t cap, const char *prefix,
+                                    const char *method, const char *path, size_t len)
 {
     if (!out || cap == 0 || !prefix || !*prefix || !path || len == 0 || path[0] != '/')
         return NATSHTTP_INVALID;
-    if (!natshttp_method_valid(method))
-        return NATSHTTP_BAD_METHOD;
+    return natshttp_method_valid(method) ? NATSHTTP_OK : NATSHTTP_BAD_METHOD;
+}
+
+/* Ends a subject written into b: NUL-terminated, or URI_TOO_LONG. */
+static natshttp_status subject_end(sbuf *b)
+{
+    if (b->overflow)
+        return NATSHTTP_URI_TOO_LONG;
+    b->p[b->len] = 0;
+    return NATSHTTP_OK;
+}
+
+natshttp_status natshttp_subject_compat(char *out, size_t cap, const char *prefix,
+                                        const char *method, const char *path, size_t len)
+{
+    natshttp_status st = subject_args(out, cap, prefix, method, path, len);
+    if (st != NATSHTTP_OK)
+        return st;
     sbuf b = {out, cap, 0, false};
     put(&b, prefix, strlen(prefix));
     /* "/" contributes nothing; otherwise every '/' or '.' starts a new token. */
@@ -105,19 +122,15 @@ natshttp_status natshttp_subject_compat(char *out, size_t cap, const char *prefi
     }
     put(&b, ".", 1);
     put(&b, method, strlen(method));
-    if (b.overflow)
-        return NATSHTTP_URI_TOO_LONG;
-    out[b.len] = 0;
-    return NATSHTTP_OK;
+    return subject_end(&b);
 }
 
 natshttp_status natshttp_subject_native(char *out, size_t cap, const char *prefix,
                                         const char *method, const char *path, size_t len)
 {
-    if (!out || cap == 0 || !prefix || !*prefix || !path || len == 0 || path[0] != '/')
-        return NATSHTTP_INVALID;
-    if (!natshttp_method_valid(method))
-        return NATSHTTP_BAD_METHOD;
+    natshttp_status st = subject_args(out, cap, prefix, method, path, len);
+    if (st != NATSHTTP_OK)
+        return st;
     sbuf b = {out, cap, 0, false};
     put(&b, prefix, strlen(prefix));
     put(&b, ".", 1);
@@ -131,10 +144,7 @@ natshttp_status natshttp_subject_native(char *out, size_t cap, const char *prefi
             start = i + 1;
         }
     }
-    if (b.overflow)
-        return NATSHTTP_URI_TOO_LONG;
-    out[b.len] = 0;
-    return NATSHTTP_OK;
+    return subject_end(&b);
 }
 
 natshttp_status natshttp_subject_native_parse(const char *subject, const char *prefix,

@@ -123,6 +123,22 @@ static char *encode_path(const char *p, size_t len)
     return out;
 }
 
+/* What a decoded path may hold, the same on both sides: no control byte (a
+ * CR LF must never reach a header block, a request line or a file name), and
+ * no dot segment unless the route allows it (it could leave the folder the
+ * subject names). */
+static natshttp_status path_allowed(const nh_route *route, const char *path, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)path[i];
+        if (c < 0x20 || c == 0x7f)
+            return NATSHTTP_BAD_PATH;
+    }
+    if (!route->allow_dot_segments && natshttp_path_has_dot_segment(path, len))
+        return NATSHTTP_DOT_SEGMENT;
+    return NATSHTTP_OK;
+}
+
 natshttp_status nh_wire_request_msg(natsMsg **out, const nh_route *route,
                                     const natshttp_head *req, const char *reply, bool chunked,
                                     int64_t window, const void *data, size_t len)
@@ -142,18 +158,9 @@ natshttp_status nh_wire_request_msg(natsMsg **out, const nh_route *route,
     if (!decoded)
         return NATSHTTP_NOMEM;
     natshttp_path_decode(raw, rawlen, decoded, &dlen);
-    /* The decoded path travels in a header value: no control bytes there. */
-    for (size_t i = 0; i < dlen; i++) {
-        unsigned char c = (unsigned char)decoded[i];
-        if (c < 0x20 || c == 0x7f) {
-            st = NATSHTTP_BAD_PATH;
-            goto out;
-        }
-    }
-    if (!route->allow_dot_segments && natshttp_path_has_dot_segment(decoded, dlen)) {
-        st = NATSHTTP_DOT_SEGMENT;
+    st = path_allowed(route, decoded, dlen);
+    if (st != NATSHTTP_OK)
         goto out;
-    }
     if (route->layout == NATSHTTP_LAYOUT_COMPAT)
         st = natshttp_subject_compat(subject, sizeof subject, prefix, method, decoded, dlen);
     else
@@ -305,18 +312,9 @@ natshttp_status nh_wire_parse_request(natsMsg *msg, const nh_route *route, natsh
         }
         path = native;
     }
-    st = NATSHTTP_BAD_PATH;
-    /* Control bytes cannot be told to an upstream or a file system safely,
-     * and dot segments would let a path leave the folder its subject names. */
-    for (size_t i = 0; i < dlen; i++) {
-        unsigned char c = (unsigned char)path[i];
-        if (c < 0x20 || c == 0x7f)
-            goto fail;
-    }
-    if (!route->allow_dot_segments && natshttp_path_has_dot_segment(path, dlen)) {
-        st = NATSHTTP_DOT_SEGMENT;
+    st = path_allowed(route, path, dlen);
+    if (st != NATSHTTP_OK)
         goto fail;
-    }
 
     if (raw) {
         size_t rlen = strlen(raw), n = 0;
@@ -328,8 +326,10 @@ natshttp_status nh_wire_parse_request(natsMsg *msg, const nh_route *route, natsh
         natshttp_path_decode(raw, rlen, check, &n);
         bool same = n == dlen && memcmp(check, path, n) == 0;
         free(check);
-        if (!same || raw[0] != '/')
-            goto fail;   /* BAD_PATH: the raw form must be this very path */
+        if (!same || raw[0] != '/') {
+            st = NATSHTTP_BAD_PATH;   /* the raw form must be this very path */
+            goto fail;
+        }
         rawcopy = strdup(raw);
     } else {
         rawcopy = encode_path(path, dlen);
