@@ -51,6 +51,7 @@ printf '\ntest: ctest in build-asan/ (AddressSanitizer, LeakSanitizer, UBSan)\n'
   cd "$root/build-asan"
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+  export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
   exec ctest "${ctest_args[@]}"
 ) || asan_status=$?
 
