@@ -12,12 +12,15 @@
  * and, on top of those, the two daemons' engines: a file server
  * (natshttp_files) and an HTTP gateway (natshttp_gateway).
  *
- * Threads. Each client and each server owns one dispatch thread. Every
- * callback of a client or server runs on its dispatch thread, one at a time,
- * so per-request state needs no lock of the application's own as long as it
- * is only touched from callbacks. Functions documented as "any thread" may be
- * called from elsewhere. nats.c's own threads (reader, flusher, one delivery
- * thread per subscription) only hand messages over to the dispatch thread.
+ * Threads. The callbacks of one client or one server run one at a time,
+ * never concurrently, so per-request state needs no lock of the
+ * application's own as long as it is only touched from callbacks. They run
+ * on nats.c's delivery thread of the subscription a message came on, or on
+ * the owner's dispatch thread (timeouts, cancellation), holding the owner's
+ * dispatch mutex; no public function takes it, so a callback may call any of
+ * them, but a callback that blocks holds up every other request of its
+ * client or server. Functions documented as "any thread" may be called from
+ * elsewhere.
  *
  * Memory. Every object comes in a _new/_free pair; the out-pointer is the
  * first argument and is written only on success; _free(NULL) does nothing.
@@ -253,7 +256,7 @@ typedef struct natshttp_client_options {
     bool allow_dot_segments;   /* send paths with "." or ".." segments (else BAD_PATH) */
 } natshttp_client_options;
 
-/* Callbacks of one call; all run on the client's dispatch thread. */
+/* Callbacks of one call; run one at a time, as the client's callbacks do (see Threads). */
 typedef struct natshttp_call_callbacks {
     /* The response head. The head is owned by the call and valid until on_end. */
     void (*on_head)(void *ctx, natshttp_call *call, const natshttp_head *resp);
@@ -335,7 +338,7 @@ typedef struct natshttp_server_callbacks {
     void (*on_body_end)(void *ctx, natshttp_txn *txn, natshttp_status status);
     /* A natshttp_txn_write that returned AGAIN may be retried now (the client
      * granted more credit), or the client went away (the retry then returns
-     * CANCELLED). Optional; runs on the dispatch thread. */
+     * CANCELLED). Optional; runs like every server callback (see Threads). */
     void (*on_writable)(void *ctx, natshttp_txn *txn);
 } natshttp_server_callbacks;
 
@@ -411,7 +414,10 @@ typedef struct natshttp_files_options {
     natshttp_server_options server;
     const char *dir;         /* root directory (required) */
     bool list;               /* HTML listings of directories without index.html */
-    int workers;             /* threads reading files; 0 = 2 */
+    int workers;             /* threads sending bodies over 64 KiB and writing uploads; 0 = 2.
+                                Smaller answers are read and sent where the request
+                                arrives (see Threads): cheaper than a hand-off for
+                                files in the page cache. */
     size_t chunk_size;       /* bytes read and published per step; 0 = connection max payload */
     const char *writable;    /* URL path prefix below which PUT writes files ("/" = all,
                                 "/up/" = below up/), or NULL: read-only (PUT -> 405).
@@ -432,7 +438,7 @@ void natshttp_files_free(natshttp_files *f);
 
 /* Forwards every request taken from the subject to an HTTP server through
  * one libcurl multi handle, driven by one thread of its own; the server's
- * dispatch thread only hands requests and body chunks over, so it never waits
+ * receiving side only hands requests and body chunks over, so it never waits
  * for the upstream. Method, raw path, raw query and end-to-end headers go to
  * the upstream as the client sent them (hop-by-hop fields removed, a Via entry
  * added); status, reason, headers and body come back the same way, streamed

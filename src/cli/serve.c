@@ -20,7 +20,7 @@ static const cli_opt serve_opts[] = {
     {"name", 0, OPT_STR, "NAME", "this instance's name in access logs, told to v2 gateways (default: HOST:PID)", offsetof(serve_cfg, name), NULL},
     {"dir", 'd', OPT_STR, "DIR", "directory to serve (this or --upstream)", offsetof(serve_cfg, dir), NULL},
     {"list", 0, OPT_FLAG, NULL, "list directories that have no index.html", offsetof(serve_cfg, list), NULL},
-    {"workers", 0, OPT_INT, "N", "threads reading and writing files", offsetof(serve_cfg, workers), "2"},
+    {"workers", 0, OPT_INT, "N", "threads sending files over 64 KiB and writing uploads", offsetof(serve_cfg, workers), "2"},
     {"writable", 0, OPT_STR, "PREFIX", "accept PUT below this URL path prefix (/ for everything), written atomically (default: read-only)", offsetof(serve_cfg, writable), NULL},
     {"upstream", 'u', OPT_STR, "URL", "forward every request to this HTTP server, http://HOST[:PORT][/base] (this or --dir)", offsetof(serve_cfg, upstream), NULL},
     {"upstream-host", 0, OPT_STR, "HOST", "Host header the upstream sees (default: the client's)", offsetof(serve_cfg, upstream_host), NULL},

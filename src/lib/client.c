@@ -4,16 +4,21 @@
  * DESIGN. A client owns one subscription, "<inbox>.>", and every call gets
  * the reply subject "<inbox>.<id>" (v2 credits for its upload arrive on
  * "<inbox>.<id>.<seq>"), so the number of subscriptions does not grow with
- * load. nats.c's delivery thread only pushes each message onto the client's
- * queue; the client's dispatch thread pops it, finds the call by id and runs
- * the call's receive state machine and callbacks. Timeouts are checked by
- * the same thread between messages, so all callbacks of a client run on one
- * thread.
+ * load. nats.c's delivery thread of that subscription finds the call by id
+ * and runs the call's receive state machine and callbacks at once: handing
+ * each message to a thread of our own would cost a wake-up per message
+ * (docs/performance.md). The client's dispatch thread runs the rest:
+ * commands from other threads (cancel, a permission refusal, stop) and,
+ * every TICK_MS, the timeout and connection checks. Both hold the client's
+ * dispatch mutex (dmu) while they run, so the callbacks of a client never
+ * run concurrently, and each call's receive state is touched by one of them
+ * at a time.
  *
  * The sending side (first message, body chunks) runs on the caller's thread,
  * under the call's mutex: it needs only the handshake subject and the credit,
- * which the dispatch thread updates under the same mutex. Neither thread ever
- * calls back into the application while holding a lock of the library. */
+ * which the receiving side updates under the same mutex. Callbacks run
+ * holding dmu and no other lock of the library; no public function takes
+ * dmu, so a callback may call any of them. */
 #include "internal.h"
 
 #include <inttypes.h>
@@ -64,7 +69,7 @@ struct natshttp_call {
     int64_t tx_allowed, tx_after_first, tx_total, tx_seq;
     _Atomic int64_t last_tx; /* progress of the upload, for the idle check */
 
-    /* receiving side, dispatch thread only */
+    /* receiving side: under dmu only */
     _Atomic int64_t deadline; /* first response due; 0 = request not fully sent */
     rx_state rx;
     natshttp_head *resp;
@@ -84,9 +89,10 @@ struct natshttp_client {
     nh_route route;
     char inbox[64];
     natsSubscription *sub;
-    nh_queue q;
+    nh_queue q;              /* commands (and, pumped, messages) for the dispatch thread */
     pthread_t thread;
     bool thread_started;
+    pthread_mutex_t dmu;     /* held while receiving: message, command or timeout scan */
     pthread_mutex_t mu;      /* guards calls and next_id */
     nh_table calls;
     uint64_t next_id;
@@ -98,8 +104,8 @@ struct natshttp_client {
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     bool sub_done;
-    natsStatistics *stats;   /* dispatch thread: reconnects, to notice a lost connection */
-    uint64_t epoch;          /* reconnects seen so far; dispatch thread */
+    natsStatistics *stats;   /* under dmu: reconnects, to notice a lost connection */
+    uint64_t epoch;          /* reconnects seen so far; under dmu */
 };
 
 /* ---- sending side ----------------------------------------------------------- */
@@ -290,7 +296,7 @@ natshttp_status natshttp_call_end_body(natshttp_call *call)
     return st;
 }
 
-/* ---- receiving side (dispatch thread) ------------------------------------------- */
+/* ---- receiving side (under dmu) ------------------------------------------- */
 
 static void call_free(natshttp_call *call)
 {
@@ -828,16 +834,19 @@ static void *dispatch_main(void *arg)
 {
     natshttp_client *c = arg;
     int64_t last_scan = nh_now_ms();
-    for (;;) {
+    bool run = true;
+    while (run) {
         void *item = nh_queue_pop(&c->q, TICK_MS);
-        if (item && !dispatch_item(c, item))
-            break;
+        pthread_mutex_lock(&c->dmu);
+        if (item)
+            run = dispatch_item(c, item);
         int64_t now = nh_now_ms();
-        if (now - last_scan >= TICK_MS) {
+        if (run && now - last_scan >= TICK_MS) {
             last_scan = now;
             check_connection(c);
             check_timeouts(c, now);
         }
+        pthread_mutex_unlock(&c->dmu);
     }
     return NULL;
 }
@@ -851,15 +860,21 @@ void nh_client_deliver(natshttp_client *c, natsMsg *msg)
 void nh_client_pump(natshttp_client *c)
 {
     void *item;
+    pthread_mutex_lock(&c->dmu);
     while ((item = nh_queue_pop(&c->q, 0)) != NULL)
         dispatch_item(c, item);
+    pthread_mutex_unlock(&c->dmu);
 }
 
 const char *nh_call_reply(const natshttp_call *call) { return call->reply; }
 
+/* nats.c's delivery thread: the message is handled here, in order. */
 static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
-    nh_client_deliver(closure, msg);
+    natshttp_client *c = closure;
+    pthread_mutex_lock(&c->dmu);
+    dispatch_item(c, msg);
+    pthread_mutex_unlock(&c->dmu);
 }
 
 static void on_sub_complete(void *closure)
@@ -904,6 +919,7 @@ static natshttp_status client_new(natshttp_client **out, natsConnection *nc,
         natsStatistics_GetCounts(c->stats, &im, &ib, &om, &ob, &rc);
         c->epoch = rc;
     }
+    pthread_mutex_init(&c->dmu, NULL);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->done_mu, NULL);
     pthread_cond_init(&c->done_cv, NULL);
@@ -998,6 +1014,7 @@ void natshttp_client_free(natshttp_client *c)
     nh_table_free(&c->calls);
     nh_queue_destroy(&c->q);
     pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->dmu);
     pthread_mutex_destroy(&c->done_mu);
     pthread_cond_destroy(&c->done_cv);
     natsStatistics_Destroy(c->stats);

@@ -1,22 +1,25 @@
 /* fileserver.c - `serve --dir`: natshttp_server requests answered from a
- * directory by a small fixed pool of worker threads.
+ * directory, on the server's receiving thread when the answer is small and
+ * by a small fixed pool of worker threads otherwise.
  *
- * The dispatch thread only queues work: each request becomes a job on the
- * workers' queue, and (uploads) each body chunk is appended to its job. A
- * worker decides the answer (files.c), publishes the head, then sends the
- * body a few chunks at a time and puts the job back at the end of the queue,
- * so that one large download never holds a worker while small requests
- * wait. An upload (PUT below --writable) is the same the other way: a turn
+ * Every request but a PUT is decided where it arrives (files.c: open,
+ * fstat, the status and headers), and a body of at most INLINE_MAX bytes is
+ * sent there too: reading a small file from the page cache costs less than
+ * waking a worker. A larger body is a job on the workers' queue: a worker
+ * sends it a few chunks at a time and puts the job back at the end of the
+ * queue, so that one large download never holds a worker while small
+ * requests wait. An upload (PUT below --writable) is a job from the start,
+ * the same the other way: each body chunk is appended to its job, a turn
  * writes the chunks that have arrived, frees each once written (which is
  * what grants the client v2 credit for more), and the job waits off the
- * queue until the dispatch thread hands it more. Memory: one read buffer
- * per worker; an upload holds at most the flow-control window of chunks
- * (v1 has no flow control: PUT_MAX_PENDING caps it).
+ * queue until the receiving side hands it more. Memory: one read buffer per
+ * worker and one of INLINE_MAX; an upload holds at most the flow-control
+ * window of chunks (v1 has no flow control: PUT_MAX_PENDING caps it).
  *
- * A job is reached from two sides: the worker that runs it, and the dispatch
- * thread's callbacks, which find it through the txn's data pointer. That
- * pointer is read and cleared under f->mu and each side holds a reference,
- * so a callback never sees a job the worker has freed. */
+ * A job is reached from two sides: the worker that runs it, and the server's
+ * callbacks, which find it through the txn's data pointer. That pointer is
+ * read and cleared under f->mu and each side holds a reference, so a
+ * callback never sees a job the worker has freed. */
 #include "internal.h"
 #include "files.h"
 
@@ -28,6 +31,7 @@
 
 #define COMP "serve"
 #define STEPS_PER_TURN 4
+#define INLINE_MAX (64 * 1024)   /* bodies up to this are sent without a worker */
 /* Upload bytes received but not yet written, past which a (v1) upload is
  * refused: a v2 client never sends more than the window. */
 #define PUT_MAX_PENDING (64 * 1024 * 1024)
@@ -65,6 +69,7 @@ struct natshttp_files {
     pthread_t *workers;
     int nworkers;
     size_t chunk_size;
+    uint8_t inline_buf[INLINE_MAX];   /* answer_inline's; callbacks never run concurrently */
     pthread_mutex_t mu;        /* txn data pointers <-> jobs */
 };
 
@@ -436,6 +441,19 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* A GET or HEAD whose answer fits in INLINE_MAX bytes is answered right
+ * here, on the receiving thread: a file in the page cache costs less to read
+ * than a worker's wake-up (docs/performance.md). Larger bodies go to the
+ * workers after the first turn. False when the job is over. */
+static bool answer_inline(natshttp_files *f, job *j)
+{
+    if (!start(f, j))
+        return false;
+    if (j->end - j->pos > INLINE_MAX)
+        return true;
+    return step(f, j, f->inline_buf);
+}
+
 static void on_request(void *ctx, natshttp_txn *txn, const natshttp_head *req)
 {
     natshttp_files *f = ctx;
@@ -454,6 +472,8 @@ static void on_request(void *ctx, natshttp_txn *txn, const natshttp_head *req)
     pthread_mutex_lock(&f->mu);
     natshttp_txn_set_data(txn, j);
     pthread_mutex_unlock(&f->mu);
+    if (!j->put && !answer_inline(f, j))
+        return;
     if (nh_queue_push(&f->jobs, j) != 0) {
         if (j->put)
             put_finish(f, j, NATSHTTP_NOMEM, 0);

@@ -153,8 +153,8 @@ size_t nh_wire_header_size(natsMsg *msg);
 natshttp_status nh_wire_request_is_chunked(natsMsg *msg, int64_t max_payload, bool *chunked);
 
 /* ---- the client's receiving side without its thread (tests, fuzzers) ----
- * nh_client_deliver hands a message to the client exactly as its
- * subscription does (onto the dispatch queue). A client made by
+ * nh_client_deliver queues a message for the client, to be handled as its
+ * subscription's delivery thread would handle it. A client made by
  * nh_client_new_pumped has no dispatch thread: nh_client_pump runs, on the
  * caller's thread, what that thread would do with everything queued so far
  * (callbacks included), without timeout checks. Its first message of each

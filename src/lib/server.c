@@ -6,13 +6,17 @@
  * handshake hands the client "<inbox>.<id>", so every further message of
  * that request (body chunks; in v2 also credits and cancellation) reaches
  * this instance and no other, without a subscription per request. nats.c's
- * delivery threads only push messages onto the server's queue; its dispatch
- * thread parses them, runs the application's callbacks and checks timeouts.
+ * delivery threads (one per subscription) parse each message and run the
+ * application's callbacks at once, holding the server's dispatch mutex
+ * (dmu), so callbacks never run concurrently; the server's dispatch thread
+ * takes dmu every TICK_MS to check timeouts.
+ * Handing each message to a thread of our own would cost a wake-up per
+ * message (docs/performance.md).
  *
  * A transaction (natshttp_txn) has two holders: the library, while the
  * request body is arriving or (v2) the response is under way, and the
  * application, until natshttp_txn_finish. The library's hold is membership
- * of the core's table, which the dispatch thread and finishing threads share
+ * of the core's table, which the receiving side and finishing threads share
  * under the core's mutex. The core is reference-counted by the server and by
  * every txn, so a txn may outlive its server. The response side may be
  * driven from any thread, under the txn's own mutex. */
@@ -29,7 +33,7 @@
 #define TICK_MS 100
 #define NH_ANNOUNCE_MS 250   /* an answer slower than this announces the control subject */
 
-enum { CMD_STOP = 1, CMD_BARRIER };
+enum { CMD_STOP = 1 };
 
 typedef enum resp_mode {
     R_NONE,      /* not answered yet */
@@ -63,7 +67,7 @@ struct natshttp_txn {
     /* library's hold, under core->mu */
     bool in_table, body_open, resp_over;
 
-    /* request body, dispatch thread only */
+    /* request body, under dmu only */
     int64_t body_last, body_seq;
     _Atomic int64_t body_received;   /* read by the access log on any thread */
     char *subject;           /* the request's subject, for the access log */
@@ -94,9 +98,10 @@ struct natshttp_server {
     nh_route route;
     char inbox[64];
     natsSubscription *req_sub, *body_sub;
-    nh_queue q;
+    nh_queue q;                  /* commands for the dispatch thread */
     pthread_t thread;
     bool thread_started;
+    pthread_mutex_t dmu;         /* held while receiving: a message or the timeout scan */
     uint64_t next_id;
     natshttp_server_callbacks cb;
     void *ctx;
@@ -108,7 +113,6 @@ struct natshttp_server {
     int subs_done;
     natshttp_metrics *metrics;
     bool req_drained;            /* natshttp_server_drain drained req_sub */
-    _Atomic bool barrier_seen;   /* the dispatch thread reached the drain's barrier */
 };
 
 /* ---- transactions ------------------------------------------------------------ */
@@ -509,7 +513,7 @@ natshttp_status natshttp_txn_reply(natshttp_txn *t, int status, const char *cont
     return st;
 }
 
-/* ---- dispatch thread ------------------------------------------------------------ */
+/* ---- receiving side (under dmu) -------------------------------------------------------- */
 
 static void body_end(natshttp_server *s, natshttp_txn *t, natshttp_status st)
 {
@@ -601,7 +605,7 @@ static void handshake(natshttp_server *s, natsMsg *msg, natshttp_txn *t)
     nh_flush_kick(s->nc);
 }
 
-/* Answers a request that could not be parsed, straight from the dispatch thread. */
+/* Answers a request that could not be parsed, straight from the receiving side. */
 static void reject(natshttp_server *s, natsMsg *msg, natshttp_status why)
 {
     const char *reply = natsMsg_GetReply(msg);
@@ -639,7 +643,7 @@ static void on_request(natshttp_server *s, natsMsg *msg)
     natshttp_status st = t ? natshttp_head_new(&t->req, s->max_head) : NATSHTTP_NOMEM;
     if (st == NATSHTTP_OK) {
         pthread_mutex_init(&t->mu, NULL);
-        t->refs = 2;   /* the application's and the dispatch thread's */
+        t->refs = 2;   /* the application's and the receiving side's */
         t->core = s->core;
         s->core->refs++;
         t->nc = s->nc;
@@ -716,7 +720,7 @@ static void on_request(natshttp_server *s, natsMsg *msg)
     body_piece(s, t, msg, NULL);   /* the first message's data is not under credit */
     if (!more)
         body_end(s, t, NATSHTTP_OK);
-    txn_unref(t);   /* the dispatch thread's */
+    txn_unref(t);   /* the receiving side's */
 }
 
 /* A message on our private subject: a body piece, a credit or a cancel. */
@@ -835,41 +839,36 @@ static void check_timeouts(natshttp_server *s, int64_t now)
 static void *dispatch_main(void *arg)
 {
     natshttp_server *s = arg;
-    size_t plen = strlen(s->inbox);
     int64_t last_scan = nh_now_ms();
     for (;;) {
         void *item = nh_queue_pop(&s->q, TICK_MS);
-        if (item && NH_IS_CMD(item)) {
-            int type = NH_CMD_PTR(item)->type;
-            free(NH_CMD_PTR(item));
-            if (type == CMD_BARRIER) {
-                s->barrier_seen = true;
-                continue;
-            }
-            break;
-        }
         if (item) {
-            natsMsg *msg = item;
-            const char *subj = natsMsg_GetSubject(msg);
-            if (strncmp(subj, s->inbox, plen) == 0 && subj[plen] == '.')
-                on_private_msg(s, msg);
-            else
-                on_request(s, msg);
+            free(NH_CMD_PTR(item));
+            break;   /* CMD_STOP, the only command */
         }
         int64_t now = nh_now_ms();
         if (now - last_scan >= TICK_MS) {
             last_scan = now;
+            pthread_mutex_lock(&s->dmu);
             check_timeouts(s, now);
+            pthread_mutex_unlock(&s->dmu);
         }
     }
     return NULL;
 }
 
+/* nats.c's delivery thread of either subscription: the message is handled here. */
 static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     natshttp_server *s = closure;
-    if (nh_queue_push(&s->q, msg) != 0)
-        natsMsg_Destroy(msg);
+    const char *subj = natsMsg_GetSubject(msg);
+    size_t plen = strlen(s->inbox);
+    pthread_mutex_lock(&s->dmu);
+    if (strncmp(subj, s->inbox, plen) == 0 && subj[plen] == '.')
+        on_private_msg(s, msg);
+    else
+        on_request(s, msg);
+    pthread_mutex_unlock(&s->dmu);
 }
 
 static void on_sub_complete(void *closure)
@@ -925,6 +924,7 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
     s->idle_ms = opts->idle_timeout_ms > 0 ? opts->idle_timeout_ms : NH_DEFAULT_IDLE_MS;
     s->window = opts->protocol == 1 ? 0 : opts->window > 0 ? opts->window : NH_DEFAULT_WINDOW;
     nh_hooks_load(&s->hooks);
+    pthread_mutex_init(&s->dmu, NULL);
     pthread_mutex_init(&s->done_mu, NULL);
     pthread_cond_init(&s->done_cv, NULL);
     s->prefix = strdup(opts->subject);
@@ -1040,6 +1040,7 @@ void natshttp_server_free(natshttp_server *s)
         txn_unref(t);
     }
     nh_queue_destroy(&s->q);
+    pthread_mutex_destroy(&s->dmu);
     pthread_mutex_destroy(&s->done_mu);
     pthread_cond_destroy(&s->done_cv);
     free(s->prefix);
@@ -1059,7 +1060,7 @@ natshttp_status natshttp_server_drain(natshttp_server *s, int64_t timeout_ms)
     if (s->req_sub && !s->req_drained && connected &&
         natsSubscription_DrainTimeout(s->req_sub, timeout_ms > 1000 ? timeout_ms : 1000) == NATS_OK) {
         s->req_drained = true;
-        /* Every request NATS delivered is on our queue once the drain completes. */
+        /* Every request NATS delivered has become a txn once the drain completes. */
         pthread_mutex_lock(&s->done_mu);
         while (s->subs_done < 1 && nh_now_ms() < until &&
                natsConnection_Status(s->nc) == NATS_CONN_STATUS_CONNECTED) {
@@ -1068,19 +1069,10 @@ natshttp_status natshttp_server_drain(natshttp_server *s, int64_t timeout_ms)
         }
         pthread_mutex_unlock(&s->done_mu);
     }
-    /* ... and has become a txn once the dispatch thread passed this barrier. */
-    nh_cmd *cmd = calloc(1, sizeof *cmd);
-    if (cmd) {
-        cmd->type = CMD_BARRIER;
-        if (nh_queue_push(&s->q, NH_CMD_TAG(cmd)) != 0) {
-            free(cmd);
-            cmd = NULL;
-        }
-    }
     for (;;) {
         /* A txn whose response is over may still wait for the rest of a
          * request body nobody reads (an upload refused early): not waited for. */
-        done = (!cmd || s->barrier_seen) && s->core->unfinished == 0;
+        done = s->core->unfinished == 0;
         if (done || nh_now_ms() >= until)
             break;
         if (natsConnection_Status(s->nc) != NATS_CONN_STATUS_CONNECTED) {
