@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,9 +52,10 @@ struct natshttp_gateway {
     pthread_mutex_t smu;
     bool stopping;
 
-    /* The watch: requests whose connection is suspended until the response
-     * head comes. libmicrohttpd does not poll a suspended socket, so without
-     * this a client that leaves before the head would go unnoticed. */
+    /* The watch: requests whose client could leave unnoticed. libmicrohttpd
+     * does not poll a suspended socket (a request waiting for its response
+     * head, an upload waiting for credit), and 0.9.75 can miss the end of an
+     * upload's socket that came while the connection was suspended. */
     pthread_t watch;
     bool watch_started, watch_stop;
     pthread_mutex_t wmu;
@@ -73,7 +75,10 @@ typedef struct qchunk {
 struct gw_req {
     natshttp_gateway *g;
     gw_req *wnext;             /* on g->watched, under g->wmu */
-    _Atomic bool watching;     /* false once the head (or the end) came */
+    gw_req *dnext;             /* unlinked by the watch thread, its own */
+    bool on_watch;             /* linked on g->watched (holding a reference); under g->wmu */
+    _Atomic bool watching;     /* waiting for the response head; false once it (or the end) came */
+    _Atomic bool uploading;    /* the request body is still arriving from the client */
     bool client_gone;          /* the watch saw the client close; under g->wmu */
     struct MHD_Connection *conn;
     pthread_mutex_t mu;
@@ -164,7 +169,22 @@ static void cut_off(gw_req *r)
         shutdown(r->fd, SHUT_RDWR);
 }
 
-/* ---- NATS side (client dispatch thread) --------------------------------------------- */
+/* Puts r on the watch thread's list, once; r->mu held. */
+static void watch_add(gw_req *r)
+{
+    if (r->fd < 0)
+        return;
+    pthread_mutex_lock(&r->g->wmu);
+    if (!r->on_watch) {
+        r->refs++;   /* the watch's */
+        r->on_watch = true;
+        r->wnext = r->g->watched;
+        r->g->watched = r;
+    }
+    pthread_mutex_unlock(&r->g->wmu);
+}
+
+/* ---- NATS side (client callbacks) --------------------------------------------- */
 
 static void on_head(void *ctx, natshttp_call *call, const natshttp_head *resp)
 {
@@ -248,6 +268,7 @@ static void on_end(void *ctx, natshttp_call *call, natshttp_status st)
 {
     gw_req *r = ctx;
     r->watching = false;
+    r->uploading = false;
     pthread_mutex_lock(&r->mu);
     r->call = NULL;
     if (!r->ended) {
@@ -571,6 +592,10 @@ static enum MHD_Result begin(gw_req *r, const char *method)
         return MHD_YES;
     }
     r->body_expected = body_len != -1;
+    if (r->body_expected) {
+        r->uploading = true;
+        watch_add(r);
+    }
     return MHD_YES;
 }
 
@@ -763,6 +788,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
 
     /* The request is complete on the HTTP side. */
+    r->uploading = false;
     if (r->body_expected && !r->body_ended && r->call && !r->error_status) {
         r->body_ended = true;
         natshttp_status st = natshttp_call_end_body(r->call);
@@ -777,13 +803,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     } else {
         r->suspended = true;
         MHD_suspend_connection(conn);
-        if (r->call && r->fd >= 0 && !r->watching) {
-            r->refs++;   /* the watch's */
+        if (r->call && !r->watching) {
             r->watching = true;
-            pthread_mutex_lock(&r->g->wmu);
-            r->wnext = r->g->watched;
-            r->g->watched = r;
-            pthread_mutex_unlock(&r->g->wmu);
+            watch_add(r);
         }
     }
     pthread_mutex_unlock(&r->mu);
@@ -836,6 +858,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         snprintf(note, sizeof note, " end=client_closed");
     r->ended = true;
     r->completed = true;
+    r->uploading = false;
     r->suspended = false;   /* the connection is gone: nothing to resume */
     if (r->inflight_held) {
         r->inflight_held = false;
@@ -974,9 +997,27 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
     return NATSHTTP_OK;
 }
 
-/* Every half second: unlink what no longer waits; cancel the calls of clients
- * that closed their end (EOF or error on a peek; a pipelined next request is
- * data, not EOF). */
+/* Has the client of a request closed its end? Waiting for the response head:
+ * EOF or an error on a peek (a pipelined next request is data, not EOF).
+ * Uploading: also the peer's FIN or reset behind bytes not read yet (TCP
+ * state CLOSE_WAIT or CLOSE): the body can no longer be whole. g->wmu held. */
+static bool client_gone(const gw_req *r)
+{
+    char c;
+    ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        return true;
+    if (!r->uploading)
+        return false;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    return getsockopt(r->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+           (ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE);
+}
+
+/* Every half second: unlink what no longer needs watching; cancel the calls
+ * of clients that closed their end, and shut their sockets down so that
+ * libmicrohttpd, polling or not, ends the connection. */
 static void *watch_main(void *arg)
 {
     natshttp_gateway *g = arg;
@@ -999,15 +1040,12 @@ static void *watch_main(void *arg)
         gw_req *done = NULL, **pp = &g->watched;
         while (*pp) {
             gw_req *r = *pp;
-            if (r->watching) {
-                char c;
-                ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-                r->client_gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-                                            errno != EINTR);
-            }
-            if (!r->watching || r->client_gone) {
-                *pp = r->wnext;   /* unlinked: from here on this thread alone holds r->wnext */
-                r->wnext = done;
+            bool watched = r->watching || r->uploading;
+            r->client_gone = watched && client_gone(r);
+            if (!watched || r->client_gone) {
+                *pp = r->wnext;
+                r->on_watch = false;
+                r->dnext = done;
                 done = r;
             } else {
                 pp = &r->wnext;
@@ -1016,12 +1054,14 @@ static void *watch_main(void *arg)
         pthread_mutex_unlock(&g->wmu);
         while (done) {
             gw_req *r = done;
-            done = r->wnext;
+            done = r->dnext;
             pthread_mutex_lock(&r->mu);
             if (r->client_gone && r->call) {
-                NH_LOG_I(COMP, "%s %s: the client left before the response; cancelled", r->method,
-                         r->target);
+                NH_LOG_I(COMP, "%s %s: the client left %s; cancelled", r->method, r->target,
+                         r->uploading ? "during the upload" : "before the response");
                 natshttp_call_cancel(r->call);
+                if (!r->completed)
+                    shutdown(r->fd, SHUT_RDWR);
             }
             req_unref_locked(r);
         }
@@ -1086,6 +1126,7 @@ void natshttp_gateway_free(natshttp_gateway *g)
     while (g->watched) {
         gw_req *r = g->watched;
         g->watched = r->wnext;
+        r->on_watch = false;
         pthread_mutex_lock(&r->mu);
         req_unref_locked(r);
     }

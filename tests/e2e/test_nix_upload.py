@@ -151,10 +151,11 @@ class NixUploadTest(harness.E2ETestCase):
                 (cache / "nar").mkdir()
                 (cache / "nar" / "old.bin").write_bytes(b"the old file\n")
                 # v1 cannot tell the server that the client left: the server's
-                # idle timeout ends that upload. The gateway's is as short: a v2
-                # upload suspended for credit when its client leaves is noticed
-                # only by that timeout (libmicrohttpd does not poll a suspended
-                # socket), and with the default 30 s it outlived the stop.
+                # idle timeout ends that upload. The gateway's is as short: its
+                # watch sees a client's FIN or reset on an upload waiting for
+                # credit, but a FIN still queued behind unsent bytes in the
+                # client's kernel reaches it only by reading, so such an upload
+                # ends at that timeout, and the default 30 s would outlive the stop.
                 serve, gw = self.start(cache, "--writable", "/", "--idle-timeout", "2",
                                        gw_args=("--protocol", proto, "--idle-timeout", "2"))
                 # 1. The client goes away mid-upload; meanwhile readers see the old file.

@@ -6,6 +6,8 @@ stays bounded by configuration, not by the body size."""
 import hashlib
 import json
 import os
+import socket
+import struct
 import subprocess
 import time
 
@@ -80,6 +82,43 @@ class PressureTest(harness.E2ETestCase):
         got = json.loads(p.stdout)
         self.assertEqual((got["length"], got["sha256"]), (16 * MIB, sha))
 
+    def test_client_resetting_an_upload_that_waits_for_credit_is_noticed(self):
+        # The upstream takes 1 KiB/s, so the v2 upload soon waits for credit:
+        # the gateway has suspended the connection, and libmicrohttpd does not
+        # poll a suspended socket. The client then resets the connection (a
+        # crash, a middlebox): the gateway must end the request within its
+        # watch interval, not at its 30 s idle timeout.
+        st = UpstreamStack()
+        sock = socket.create_connection(("127.0.0.1", st.port), timeout=10)
+        sock.sendall(b"POST /up/sink?rate=1024 HTTP/1.1\r\nHost: up\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (256 * MIB))
+        sock.setblocking(False)
+        sent, chunk, stuck_since = 0, b"u" * 65536, None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:   # until nothing more is taken for 1 s
+            try:
+                sent += sock.send(chunk)
+                stuck_since = None
+            except BlockingIOError:
+                stuck_since = stuck_since or time.monotonic()
+                if time.monotonic() - stuck_since > 1:
+                    break
+                time.sleep(0.01)
+        self.assertIsNotNone(stuck_since, "the upload never waited")
+        self.assertGreater(sent, 4 * MIB, "the gateway should take more than one window")
+        self.assertLess(sent, 200 * MIB)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        t0 = time.monotonic()
+        sock.close()   # RST
+        harness.wait_until(lambda: 'target="/up/sink' in st.gw.log_text(), 5, 0.05,
+                           "the gateway's access line of the reset upload")
+        took = time.monotonic() - t0
+        line = [l for l in st.gw.log_text().splitlines() if "access" in l and "/up/sink" in l][0]
+        self.assertIn("end=client_closed", line)
+        self.assertIn("the client left during the upload; cancelled", st.gw.log_text())
+        print(f"\nreset upload ended {took:.2f} s after the client's reset ({sent // MIB} MiB sent)",
+              flush=True)
+        st.gw.stop(check=True)
 
 if __name__ == "__main__":
     harness.main()
