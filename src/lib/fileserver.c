@@ -71,6 +71,7 @@ struct natshttp_files {
     size_t chunk_size;
     uint8_t inline_buf[INLINE_MAX];   /* answer_inline's; callbacks never run concurrently */
     pthread_mutex_t mu;        /* txn data pointers <-> jobs */
+    _Atomic bool stopping;     /* natshttp_files_free: what cancels the txns now */
 };
 
 static const char *get_header(void *cls, const char *name)
@@ -163,8 +164,8 @@ static natshttp_status send_head(job *j, natshttp_head *resp)
     return st;
 }
 
-/* Answers with j->reply when it has no body or a small one in memory, and
- * ends the job. */
+/* Answers with j->reply when it has no body or a short status text in
+ * memory (far below any credit window), and ends the job. */
 static void answer_small(natshttp_files *f, job *j, natshttp_head *resp)
 {
     natshttp_status st = send_head(j, resp);
@@ -206,7 +207,8 @@ static bool start(natshttp_files *f, job *j)
         return false;
     }
     nh_files_reply *r = &j->reply;
-    if (r->no_body || r->mem || r->fd < 0 || r->length == 0) {
+    int64_t length = r->mem ? (int64_t)r->mem_len : r->length;
+    if (r->no_body || (!r->mem && r->fd < 0) || length == 0) {
         answer_small(f, j, resp);
         return false;
     }
@@ -214,13 +216,14 @@ static bool start(natshttp_files *f, job *j)
         job_done(f, j, false);
         return false;
     }
-    j->pos = r->offset;
-    j->end = r->offset + r->length;
+    j->pos = r->mem ? 0 : r->offset;
+    j->end = j->pos + length;
     j->started = true;
     return true;
 }
 
-/* Sends up to STEPS_PER_TURN chunks; false when the job is over. */
+/* Sends up to STEPS_PER_TURN chunks of the file, or of the body in memory
+ * (a listing); false when the job is over. */
 static bool step(natshttp_files *f, job *j, uint8_t *buf)
 {
     size_t chunk = natshttp_txn_chunk_size(j->txn);
@@ -228,7 +231,11 @@ static bool step(natshttp_files *f, job *j, uint8_t *buf)
         chunk = f->chunk_size;
     for (int i = 0; i < STEPS_PER_TURN && j->pos < j->end; i++) {
         size_t want = (size_t)(j->end - j->pos) < chunk ? (size_t)(j->end - j->pos) : chunk;
-        ssize_t n = pread(j->reply.fd, buf, want, j->pos);
+        ssize_t n = (ssize_t)want;
+        if (j->reply.mem)
+            buf = (uint8_t *)j->reply.mem + j->pos;
+        else
+            n = pread(j->reply.fd, buf, want, j->pos);
         if (n <= 0) {
             NH_LOG_E(COMP, "reading %s failed at %lld: %s", natshttp_txn_raw_path(j->txn),
                      (long long)j->pos, n < 0 ? strerror(errno) : "file shrank");
@@ -359,8 +366,8 @@ static void put_finish(natshttp_files *f, job *j, natshttp_status body, int writ
         nh_upload_abort(up);
         answer_status(f, j, 503);
     } else if (body == NATSHTTP_CANCELLED) {
-        NH_LOG_I(COMP, "PUT %s: the client went away after %" PRId64 " bytes; discarded", path,
-                 size);
+        NH_LOG_I(COMP, "PUT %s: %s after %" PRId64 " bytes; discarded", path,
+                 f->stopping ? "the server is stopping" : "the client went away", size);
         nh_upload_abort(up);
         job_done(f, j, false);
     } else if (body != NATSHTTP_OK) {
@@ -447,6 +454,10 @@ static void *worker_main(void *arg)
  * workers after the first turn. False when the job is over. */
 static bool answer_inline(natshttp_files *f, job *j)
 {
+    size_t plen = 0;
+    const char *path = natshttp_txn_path(j->txn, &plen);
+    if (plen > 0 && path[plen - 1] == '/')
+        return true;   /* a directory: its listing may be large to build and to send */
     if (!start(f, j))
         return false;
     if (j->end - j->pos > INLINE_MAX)
@@ -615,6 +626,7 @@ void natshttp_files_free(natshttp_files *f)
     /* No new jobs after this; the txns still held get their body ended and
      * their writer woken (CANCELLED), which puts every waiting job back on
      * the queue, where the workers finish it. */
+    f->stopping = true;
     natshttp_server_free(f->srv);
     nh_queue_close(&f->jobs);
     for (int i = 0; i < f->nworkers; i++)

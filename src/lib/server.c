@@ -267,7 +267,9 @@ natshttp_status natshttp_txn_respond(natshttp_txn *t, natshttp_head *resp, int64
         st = publish_head(t, NULL, 0);
     } else {
         t->head_size = head_wire_size(t);   /* measured once: the head is fixed now */
-        if (cl > 0 && cl < t->max_payload - NH_SUBJECT_ROOM - (int64_t)t->head_size) {
+        /* The client's rule exactly (wire-v1 "Response"): one message when
+         * subject, reply and headers plus Content-Length stay below max payload. */
+        if (cl > 0 && cl < t->max_payload - (int64_t)t->head_size) {
             t->mode = R_SINGLE;
             t->buf = malloc((size_t)cl);
             if (!t->buf)

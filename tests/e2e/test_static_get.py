@@ -6,6 +6,7 @@ import os
 import time
 
 import harness
+import peers
 import test_static_common as common
 from test_static_common import (IMF_FIXDATE, MTIME, MTIME_TEXT, Conn, curl_get, http_date,
                                 make_tree, raw_get, wire_leaks)
@@ -327,6 +328,36 @@ class RangeTest(StaticBase):
         rc, _, err = harness.curl("-C", "-", "-o", out, self.gw.base + "/big.nar")
         self.assertEqual(rc, 0, err)
         self.assertEqual(harness.sha256_file(out), harness.sha256_bytes(self.data))
+
+
+class OneMessageBoundaryTest(harness.E2ETestCase):
+    """Whether a response is one message or several is decided by the server
+    and read back by the client from the same rule (protocol.md; wire-v1:
+    subject, reply and header block plus Content-Length against max payload).
+    Every body size across that boundary arrives whole, in both protocols."""
+    timeout = 120
+    MAX_PAYLOAD = 8192
+
+    def check(self, *gateway_args):
+        nats = harness.Nats(f"max_payload: {self.MAX_PAYLOAD}")
+        root = harness.tmpdir("boundary")
+        data = os.urandom(16384)
+        (root / "f.bin").write_bytes(data)
+        harness.serve(nats, "edge", root)
+        gw = harness.gateway(nats, "edge", *gateway_args)
+        bad = []
+        with peers.Conn(gw.port) as c:
+            for n in range(self.MAX_PAYLOAD - 800, self.MAX_PAYLOAD + 64):
+                resp = c.request("GET", "/f.bin", [("Range", f"bytes=0-{n - 1}")])
+                if resp.status != 206 or resp.body != data[:n]:
+                    bad.append((n, resp.status, len(resp.body)))
+        self.assertEqual(bad, [], f"{len(bad)} sizes answered wrongly")
+
+    def test_v2(self):
+        self.check()
+
+    def test_v1(self):
+        self.check("--protocol", "1")
 
 
 if __name__ == "__main__":

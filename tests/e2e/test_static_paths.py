@@ -142,6 +142,24 @@ class DirectoryTest(PathBase):
         self.assertEqual(r.status, 301, r)
         self.assertEqual(r.header_all("Location"), ["/noindex/"])
 
+    def test_listing_larger_than_the_credit_window(self):
+        # A listing is a body in memory: it must flow under v2 credit like a
+        # file, not end where the 4 MiB window does.
+        root = harness.tmpdir("biglist")
+        names = [f"entry_{i:05d}_" + "x" * 200 for i in range(11000)]
+        for n in names:
+            (root / n).write_bytes(b"")
+        nats = harness.Nats(name="nats-biglist")
+        harness.serve(nats, "big", root, "--list", name="serve-biglist")
+        gw = harness.gateway(nats, "big", name="gateway-biglist")
+        rc, resp, body, err = curl_get(gw.base + "/")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(resp.status, 200, resp)
+        self.assertGreater(len(body), 4 * 1024 * 1024)
+        self.assertEqual(resp.header_all("Content-Length"), [str(len(body))])
+        items = re.findall(rb'<li><a href="([^"]*)">', body)
+        self.assertEqual(items, [n.encode() for n in sorted(names)])   # the root has no ../
+        self.assertTrue(body.rstrip().endswith(b"</html>"), body[-200:])
 
 class TraversalTest(PathBase):
     """BR-16: nothing outside <tmp>/www is ever served."""
