@@ -33,7 +33,7 @@ typedef struct cli_common {
     const char *creds, *nkey, *user, *password, *token;
     const char *tls_ca, *tls_cert, *tls_key;
     const char *log_level, *log_file;
-    long long protocol, window, idle_timeout;
+    long long protocol, window, idle_timeout, max_head;
     const char *layout;
     const char *inbox_prefix;
     int allow_dot_segments;
@@ -66,6 +66,8 @@ typedef struct cli_common {
     {"protocol", 0, OPT_INT, "1|2", "2 speaks v2 with peers that do (flow control, integrity, cancellation); 1 is exactly v1", \
      offsetof(type, common.protocol), "2"},                                                    \
     {"window", 0, OPT_INT, "BYTES", "v2 flow-control window per body", offsetof(type, common.window), "4194304"}, \
+    {"max-head", 0, OPT_INT, "BYTES", "largest request or response head (request line or status, and header fields): 431 for a larger request head, 502 for a larger response head; the gateway holds 3 x BYTES per keep-alive connection", \
+     offsetof(type, common.max_head), "32768"},                                                \
     {"idle-timeout", 0, OPT_INT, "SECONDS", "abort a body transfer that makes no progress this long", \
      offsetof(type, common.idle_timeout), "30"},                                               \
     {"layout", 0, OPT_STR, "native|compat", "request subjects: native <subject>.<METHOD>.<segments> (grantable by NATS permissions), or compat v1 <subject>.<path>.<METHOD> for Go peers", \

@@ -110,6 +110,7 @@ int cmd_gateway(int argc, char **argv)
                    .timeout_ms = cfg.timeout * 1000,
                    .protocol = (int)cfg.common.protocol,
                    .window = cfg.common.window,
+                   .max_head = (size_t)cfg.common.max_head,
                    .idle_timeout_ms = cfg.common.idle_timeout * 1000,
                    .layout = cfg.common.layout_value,
                    .inbox_prefix = cfg.common.inbox_prefix,

@@ -103,6 +103,7 @@ int cmd_serve(int argc, char **argv)
                                   .group = cfg.group,
                                   .protocol = (int)cfg.common.protocol,
                                   .window = cfg.common.window,
+                                  .max_head = (size_t)cfg.common.max_head,
                                   .idle_timeout_ms = cfg.common.idle_timeout * 1000,
                    .layout = cfg.common.layout_value,
                    .inbox_prefix = cfg.common.inbox_prefix,

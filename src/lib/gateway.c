@@ -975,8 +975,11 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(opts->max_connections ? opts->max_connections : 1024),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(opts->idle_timeout_s ? opts->idle_timeout_s : 60),
-        /* room for the read buffer and the parsed head: the head limit is ours (431) */
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(2 * g->max_head + 32 * 1024),
+        /* The request head (ours to refuse: 431) and the response head, both up to
+         * max_head, and libmicrohttpd's records of the header fields. The whole
+         * pool stays resident while a keep-alive connection is idle: libmicrohttpd
+         * zeroes it after each request (docs/performance.md). */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(3 * g->max_head),
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, opts->max_connections_per_ip,
         MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_THREAD_POOL_SIZE,
         threads > 1 ? threads : 0u, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);

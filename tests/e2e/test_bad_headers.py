@@ -9,6 +9,7 @@ header (protocol.md 7: the limit is a 32 KiB head).
 """
 
 import harness
+from test_upstream_common import UpstreamStack
 
 # The gateway's own limit on a request head (NATSHTTP_DEFAULT_MAX_HEAD).
 MAX_HEAD = 32 * 1024
@@ -115,6 +116,67 @@ class LargeHeadTest(harness.E2ETestCase):
         self.assertGreater(forwarded, 0)
         self.assertGreater(refused, 0)
         self.assertLess(len(silent), refused, f"silent closes at {silent}")
+
+
+class HeadSizeTest(harness.E2ETestCase):
+    """--max-head bounds request and response heads alike, and the gateway's
+    per-connection memory is sized from it (2 x the limit and a little): the
+    largest request head and the largest response head fit on one connection
+    together, one byte more is a 431 (request) or a 502 (response)."""
+    timeout = 120
+
+    def exchange_heads(self, st, cookie: int, response: int):
+        req = (f"GET /up/big-head?n={response} HTTP/1.1\r\nHost: up\r\nCookie: a=".encode()
+               + b"c" * cookie + b"\r\n\r\n")
+        with peers.Conn(st.port) as c:
+            c.send(req)
+            first = c.response("GET")
+            c.send(b"GET /up/big-head?n=10 HTTP/1.1\r\nHost: up\r\n\r\n")
+            return first, c.response("GET")
+
+    def check_limit(self, st, limit: int):
+        # Both heads as large as the limit allows, on one keep-alive connection.
+        room = limit - 200
+        first, after = self.exchange_heads(st, room, room)
+        self.assertEqual(first.status, 200, first)
+        self.assertEqual(first.header_all("X-Big"), ["b" * room])
+        self.assertEqual(first.body, b"ok")
+        self.assertEqual((after.status, after.header("X-Big"), after.body), (200, "b" * 10, b"ok"))
+        # A response head over the limit: 502 with a reason, the connection stays usable.
+        first, after = self.exchange_heads(st, 10, limit + 100)
+        self.assertEqual(first.status, 502, first)
+        self.assertEqual(first.header_all("X-Big"), [])
+        self.assertEqual((after.status, after.body), (200, b"ok"))
+        # A request head over the limit: 431, closed.
+        data, how = harness.raw_http(st.port, b"GET /up/big-head?n=1 HTTP/1.1\r\nHost: up\r\n"
+                                     b"Cookie: a=" + b"c" * (limit + 100) + b"\r\n\r\n",
+                                     read_timeout=5, detail=True)
+        resps, _ = peers.split_responses(peers.undouble_mhd_error(data))
+        self.assertEqual([r.status for r in resps], [431], data[:300])
+
+    def test_default_32KiB(self):
+        self.check_limit(UpstreamStack(), MAX_HEAD)
+
+    def test_max_head_4KiB_and_16KiB(self):
+        for limit in (4096, 16384):
+            with self.subTest(limit=limit):
+                lim = str(limit)
+                self.check_limit(UpstreamStack(serve_args=("--max-head", lim),
+                                               gateway_args=("--max-head", lim)), limit)
+
+    def test_max_head_8KiB(self):
+        st = UpstreamStack(serve_args=("--max-head", "8192"), gateway_args=("--max-head", "8192"))
+        self.check_limit(st, 8192)
+        # BR-24's 8 KB cookie still passes at this limit.
+        resp, _ = peers.exchange(st.port, cookie_request(8000, "/up/echo"))
+        self.assertEqual(resp.status, 200, resp)
+
+    def test_max_head_out_of_range(self):
+        for bad in ("1023", "262145"):
+            rc, _, err = harness.nats_http("gateway", "--subject", "x", "--max-head", bad,
+                                           "--listen", "127.0.0.1:0")
+            self.assertEqual(rc, 2, err)
+            self.assertIn("--max-head must be 1024 to 262144 bytes", err)
 
 
 if __name__ == "__main__":

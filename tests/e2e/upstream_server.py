@@ -29,6 +29,7 @@ header fields in order with their case, and the body's length and sha256.
   sink[rate]               reads the body (Content-Length or chunked), at most
                            rate bytes/s when given; answers {"length", "sha256"}
   gzip                     a gzip-encoded body (Content-Encoding: gzip)
+  big-head[n]              200 "ok" with an X-Big field of n bytes ('b' * n)
   304[stray]               304 with ETag and Content-Length: 5; stray=1 writes
                            "hello" after the head
   204                      204, keeps the connection open
@@ -356,6 +357,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = json.dumps({"length": n, "sha256": h.hexdigest(),
                            "seconds": time.monotonic() - t0}).encode()
         self.reply(200, body, ctype="application/json")
+
+    def up_big_head(self, name, q):
+        self.reply(200, b"ok", [("X-Big", "b" * int(q.get("n", 0)))])
 
     def up_gzip(self, name, q):
         self.reply(200, GZIP_BODY, [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")])
