@@ -2,10 +2,11 @@
  * directory, on the server's receiving thread when the answer is small and
  * by a small fixed pool of worker threads otherwise.
  *
- * Every request but a PUT is decided where it arrives (files.c: open,
- * fstat, the status and headers), and a body of at most INLINE_MAX bytes is
- * sent there too: reading a small file from the page cache costs less than
- * waking a worker. A larger body is a job on the workers' queue: a worker
+ * Every request but a PUT or one for a directory (a path ending in /, whose
+ * listing may be large) is decided where it arrives (files.c: open, fstat,
+ * the status and headers), and a body of at most INLINE_MAX bytes is sent
+ * there too: reading a small file from the page cache costs less than
+ * waking a worker. Any other body is a job on the workers' queue: a worker
  * sends it a few chunks at a time and puts the job back at the end of the
  * queue, so that one large download never holds a worker while small
  * requests wait. An upload (PUT below --writable) is a job from the start,
