@@ -513,8 +513,8 @@ int cli_check_common(const char *cmd, cli_common *c)
         return cli_usage_error(cmd, "--protocol is 1 or 2");
     if (c->window < 1024)
         return cli_usage_error(cmd, "--window must be at least 1024 bytes");
-    if (c->max_head < 1024 || c->max_head > 256 * 1024)
-        return cli_usage_error(cmd, "--max-head must be 1024 to 262144 bytes");
+    if (c->max_head < 4096 || c->max_head > 256 * 1024)
+        return cli_usage_error(cmd, "--max-head must be 4096 to 262144 bytes");
     if (c->idle_timeout < 1)
         return cli_usage_error(cmd, "--idle-timeout must be at least 1 second");
     if (c->inbox_prefix && (!natshttp_subject_valid(c->inbox_prefix) || strlen(c->inbox_prefix) > 32))

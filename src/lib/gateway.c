@@ -18,6 +18,8 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,7 @@ struct natshttp_gateway {
     size_t max_buffer;
     size_t max_head;
     int64_t max_body;          /* 0: no limit */
+    size_t pool;               /* libmicrohttpd's memory per connection */
     int64_t head_timeout_ms;
     pthread_mutex_t cmu;       /* guards conns */
     struct conn_slot *conns;   /* every open connection */
@@ -80,6 +83,7 @@ struct gw_req {
     _Atomic bool watching;     /* waiting for the response head; false once it (or the end) came */
     _Atomic bool uploading;    /* the request body is still arriving from the client */
     bool client_gone;          /* the watch saw the client close; under g->wmu */
+    int64_t body_cl;           /* the request's Content-Length, -1 without one */
     struct MHD_Connection *conn;
     pthread_mutex_t mu;
     int refs;
@@ -105,7 +109,8 @@ struct gw_req {
     bool inflight_held;        /* holds one of g->max_inflight */
     bool discarding;           /* reading a refused body to drop it */
     size_t discarded;
-    uint64_t bytes_out, bytes_in;   /* response bytes sent; request body bytes taken */
+    uint64_t bytes_out;        /* response bytes sent */
+    _Atomic uint64_t bytes_in; /* request body bytes taken (the watch reads it) */
     char *subject;             /* for the access log: the call's subject */
     char instance[64];         /* and the serving instance, when it said */
     char client[INET6_ADDRSTRLEN];
@@ -592,6 +597,7 @@ static enum MHD_Result begin(gw_req *r, const char *method)
         return MHD_YES;
     }
     r->body_expected = body_len != -1;
+    r->body_cl = body_len >= 0 ? body_len : -1;
     if (r->body_expected) {
         r->uploading = true;
         watch_add(r);
@@ -917,6 +923,7 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
     pthread_mutex_init(&g->smu, NULL);
     pthread_cond_init(&g->wcv, NULL);
     g->max_head = opts->client.max_head ? opts->client.max_head : NATSHTTP_DEFAULT_MAX_HEAD;
+    g->pool = 3 * g->max_head;
     natshttp_status st = natshttp_client_new(&g->client, nc, &opts->client);
     if (st != NATSHTTP_OK) {
         free(g);
@@ -979,7 +986,7 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
          * max_head, and libmicrohttpd's records of the header fields. The whole
          * pool stays resident while a keep-alive connection is idle: libmicrohttpd
          * zeroes it after each request (docs/performance.md). */
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(3 * g->max_head),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, g->pool,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, opts->max_connections_per_ip,
         MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_THREAD_POOL_SIZE,
         threads > 1 ? threads : 0u, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
@@ -1002,20 +1009,27 @@ natshttp_status natshttp_gateway_new(natshttp_gateway **out, natsConnection *nc,
 
 /* Has the client of a request closed its end? Waiting for the response head:
  * EOF or an error on a peek (a pipelined next request is data, not EOF).
- * Uploading: also the peer's FIN or reset behind bytes not read yet (TCP
- * state CLOSE_WAIT or CLOSE): the body can no longer be whole. g->wmu held. */
+ * Uploading: a reset (an error, or TCP state CLOSE) always; the peer's FIN
+ * only when the body can no longer be whole: what we took, what the socket
+ * holds and all libmicrohttpd can hold fall short of Content-Length (a
+ * client may send its whole body and then shut down its side). g->wmu held. */
 static bool client_gone(const gw_req *r)
 {
     char c;
     ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-        return true;
+    bool error = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
     if (!r->uploading)
-        return false;
+        return n == 0 || error;
     struct tcp_info ti;
     socklen_t len = sizeof ti;
-    return getsockopt(r->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-           (ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE);
+    bool tcp = getsockopt(r->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0;
+    if (error || (tcp && ti.tcpi_state == TCP_CLOSE))
+        return true;
+    bool fin = n == 0 || (tcp && ti.tcpi_state == TCP_CLOSE_WAIT);
+    int unread = 0;
+    if (!fin || r->body_cl < 0 || ioctl(r->fd, SIOCINQ, &unread) != 0)
+        return false;
+    return (int64_t)r->bytes_in + unread + (int64_t)r->g->pool < r->body_cl;
 }
 
 /* Every half second: unlink what no longer needs watching; cancel the calls

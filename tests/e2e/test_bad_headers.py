@@ -172,11 +172,11 @@ class HeadSizeTest(harness.E2ETestCase):
         self.assertEqual(resp.status, 200, resp)
 
     def test_max_head_out_of_range(self):
-        for bad in ("1023", "262145"):
+        for bad in ("4095", "262145"):
             rc, _, err = harness.nats_http("gateway", "--subject", "x", "--max-head", bad,
                                            "--listen", "127.0.0.1:0")
             self.assertEqual(rc, 2, err)
-            self.assertIn("--max-head must be 1024 to 262144 bytes", err)
+            self.assertIn("--max-head must be 4096 to 262144 bytes", err)
 
 
 if __name__ == "__main__":
