@@ -48,7 +48,10 @@ class ClientGoneTest(harness.E2ETestCase):
                 print(f"\n[cancel] curl left after {got / MIB:.1f} MiB; serve stopped at "
                       f"{at / MIB:.1f} MiB, {took:.2f} s after curl exited", flush=True)
                 self.assertGreaterEqual(at, got)
-                self.assertLess(at, LEAVE_AT + 2 * WINDOW + 4 * MIB)
+                # v2 credit bounds what serve sends past what curl took: the window
+                # in flight, one more granted, and the loopback socket buffers
+                # between gateway and curl (the kernel's, several MiB)
+                self.assertLess(at, got + 2 * WINDOW + 8 * MIB)
                 serve.wait_for(r"request \d+: cancelled \(", 1, since=since)
                 # NATS traffic for the request stops (stray pieces in flight are answered
                 # with a cancel at once; after that, nothing)
