@@ -97,6 +97,7 @@ struct natshttp_server {
     char *prefix;
     nh_route route;
     char inbox[64];
+    size_t inbox_len;            /* strlen(inbox), for telling private messages apart */
     natsSubscription *req_sub, *body_sub;
     nh_queue q;                  /* commands for the dispatch thread */
     pthread_t thread;
@@ -864,9 +865,8 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 {
     natshttp_server *s = closure;
     const char *subj = natsMsg_GetSubject(msg);
-    size_t plen = strlen(s->inbox);
     pthread_mutex_lock(&s->dmu);
-    if (strncmp(subj, s->inbox, plen) == 0 && subj[plen] == '.')
+    if (strncmp(subj, s->inbox, s->inbox_len) == 0 && subj[s->inbox_len] == '.')
         on_private_msg(s, msg);
     else
         on_request(s, msg);
@@ -940,6 +940,7 @@ natshttp_status natshttp_server_new(natshttp_server **out, natsConnection *nc,
 
     char subj[NH_MAX_SUBJECT];
     natsStatus ns = nh_make_inbox(s->inbox, sizeof s->inbox, opts->inbox_prefix);
+    s->inbox_len = strlen(s->inbox);
     if (ns == NATS_OK) {
         snprintf(subj, sizeof subj, "%s.>", s->inbox);
         ns = natsConnection_Subscribe(&s->body_sub, nc, subj, on_nats_msg, s);
